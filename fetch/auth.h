@@ -1,0 +1,69 @@
+#pragma once
+
+// Registry authentication pieces that need no network:
+//  - WWW-Authenticate parsing (RFC 7235 challenges; Bearer realm/service/scope, Basic realm)
+//  - credential lookup in containers/image's order, and login/logout writes.
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/status.h"
+
+namespace imagefs::fetch {
+
+struct AuthChallenge {
+  std::string scheme;                         // lowercased: "bearer", "basic"
+  std::map<std::string, std::string> params;  // keys lowercased, values unquoted
+};
+
+// Parses a WWW-Authenticate header value that may hold several challenges:
+//   Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="a,b"
+// Quoted strings keep commas and backslash escapes.
+Result<std::vector<AuthChallenge>> ParseWwwAuthenticate(std::string_view header);
+
+struct Credential {
+  std::string username;
+  std::string password;
+  std::string identity_token;  // from "identitytoken" (OAuth refresh token)
+  bool empty() const { return username.empty() && password.empty() && identity_token.empty(); }
+};
+
+// The environment the lookup reads; filled from the process by FromProcess(), set by tests.
+struct AuthEnv {
+  std::string registry_auth_file;  // $REGISTRY_AUTH_FILE
+  std::string xdg_runtime_dir;     // $XDG_RUNTIME_DIR
+  std::string xdg_config_home;     // $XDG_CONFIG_HOME
+  std::string home;                // $HOME
+  std::string docker_config;       // $DOCKER_CONFIG (dir holding config.json)
+  unsigned uid = 0;
+  static AuthEnv FromProcess();
+};
+
+// Files consulted, in order: $REGISTRY_AUTH_FILE; $XDG_RUNTIME_DIR/containers/auth.json
+// (or /run/containers/$UID/auth.json when XDG_RUNTIME_DIR is unset);
+// $XDG_CONFIG_HOME/containers/auth.json (default ~/.config); then ~/.docker/config.json
+// ($DOCKER_CONFIG/config.json when set).
+std::vector<std::string> AuthFilesInOrder(const AuthEnv& env);
+// The file login/logout write: $REGISTRY_AUTH_FILE if set, else the runtime-dir auth.json.
+std::string AuthFileForWrite(const AuthEnv& env);
+
+// Looks up credentials for a registry host ("localhost:5000", "docker.io").
+// Keys in "auths" may be "host", "https://host", "http://host/v1/" and so on, and for
+// docker.io also "https://index.docker.io/v1/". Per-host credHelpers and a global
+// credsStore run `docker-credential-NAME get`. Returns nullopt when nothing matches.
+// A malformed file is an error naming the file.
+Result<std::optional<Credential>> LookupCredential(const AuthEnv& env, std::string_view host);
+
+// Writes {"auths":{host:{"auth":base64(user:pass)}}} into AuthFileForWrite, keeping
+// other entries, atomically, with mode 0600.
+Status StoreCredential(const AuthEnv& env, std::string_view host, const Credential& cred);
+// Removes host from AuthFileForWrite. kNotFound if it was not logged in.
+Status EraseCredential(const AuthEnv& env, std::string_view host);
+
+std::string Base64Encode(std::string_view data);
+Result<std::string> Base64Decode(std::string_view data);
+
+}  // namespace imagefs::fetch

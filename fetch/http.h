@@ -1,0 +1,70 @@
+#pragma once
+
+// A small HTTP/1.1 client over libcurl (the only file that includes curl headers is
+// http.cc). Connections are kept alive and reused across requests on the same client.
+//
+// Thread safety: HttpClient::Do may be called from many threads at once; each call uses a
+// pooled connection handle of its own.
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "util/status.h"
+
+namespace imagefs::fetch {
+
+struct TlsOptions {
+  bool verify = true;          // verify the peer certificate and host name
+  std::string ca_file;         // extra CA bundle (PEM); "" = system default
+  std::string ca_dir;          // directory of CA certs (certs.d/HOST); "" = none
+  std::string client_cert;     // PEM client cert (certs.d/HOST/*.cert), optional
+  std::string client_key;      // PEM client key (certs.d/HOST/*.key), optional
+};
+
+struct HttpRequest {
+  std::string method = "GET";  // GET, HEAD, PUT, POST, PATCH, DELETE
+  std::string url;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  TlsOptions tls;
+  bool follow_redirects = false;  // callers that must drop Authorization handle 3xx
+  // Streaming sink for the body; when set, the body is not kept in HttpResponse::body.
+  // Return false to abort the transfer.
+  std::function<bool(const char* data, size_t n)> on_data;
+  std::chrono::milliseconds connect_timeout{10000};
+  // Abort when fewer than 1 byte/s arrives for this long (a hung server).
+  std::chrono::milliseconds stall_timeout{20000};
+};
+
+struct HttpResponse {
+  long status = 0;
+  // Header names lowercased; repeated headers are joined with ", " except
+  // www-authenticate, which keeps each value (see headers_multi).
+  std::map<std::string, std::string> headers;
+  std::multimap<std::string, std::string> headers_multi;
+  std::string body;
+  std::string effective_url;
+  std::string Header(const std::string& lower_name) const;
+};
+
+class HttpClient {
+ public:
+  HttpClient();
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // Performs one request. Transport failures (DNS, refused, reset, TLS, timeout) are
+  // kUnavailable/kTimeout with curl's reason; any HTTP status is a successful Result.
+  Result<HttpResponse> Do(const HttpRequest& request);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace imagefs::fetch

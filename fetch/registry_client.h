@@ -1,0 +1,85 @@
+#pragma once
+
+// Distribution-spec (OCI distribution / Docker registry v2) client for one endpoint.
+//
+// Scheme: HTTPS first; plain HTTP is allowed when the endpoint is insecure (registries.conf
+// `insecure = true`, --insecure-registry) or the host is localhost / 127.0.0.0/8 / ::1, as
+// Docker does. TLS material comes from /etc/containers/certs.d/HOST:PORT/ and
+// /etc/docker/certs.d/HOST:PORT/ (*.crt CAs, *.cert/*.key client pairs).
+//
+// Auth: on 401 the WWW-Authenticate challenge is followed: Bearer (GET realm?service=&scope=
+// with Basic credentials if any; "token" or "access_token"; expires_in honoured; a 401 with
+// a cached token refreshes once) or Basic. Tokens are cached per scope.
+//
+// Redirects (302/307) on blob GETs are followed by hand: Range is re-sent, Authorization is
+// not forwarded to another host. 5xx/429/connection resets retry with backoff (bounded);
+// 401/403/404 are immediate, clear errors.
+//
+// Thread safety: all methods may be called concurrently.
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fetch/auth.h"
+#include "fetch/blob_source.h"
+#include "fetch/http.h"
+#include "util/status.h"
+
+namespace imagefs::fetch {
+
+struct RegistryEndpointConfig {
+  std::string host;          // "localhost:5000"
+  bool insecure = false;     // allow plain HTTP and skip TLS verification
+  // A directory of *.crt / *.cert / *.key used instead of /etc/containers/certs.d/HOST and
+  // /etc/docker/certs.d/HOST (skopeo's --cert-dir).
+  std::string certs_dir_override;
+  AuthEnv auth_env;
+  int max_retries = 4;
+  std::chrono::milliseconds retry_base_delay{200};
+};
+
+struct ManifestResponse {
+  std::string bytes;
+  std::string content_type;
+  std::string docker_content_digest;  // header value, may be empty
+};
+
+class RegistryClient {
+ public:
+  static Result<std::unique_ptr<RegistryClient>> Create(RegistryEndpointConfig config);
+  virtual ~RegistryClient() = default;
+  RegistryClient(const RegistryClient&) = delete;
+  RegistryClient& operator=(const RegistryClient&) = delete;
+
+  // GET /v2/: decides the scheme and learns the auth challenge. Errors say which host and
+  // why (refused, unknown host, TLS, unauthorized).
+  virtual Status Ping() = 0;
+  virtual Result<ManifestResponse> GetManifest(const std::string& repository,
+                                               const std::string& tag_or_digest) = 0;
+  // HEAD on a blob; returns its size.
+  virtual Result<uint64_t> BlobSize(const std::string& repository, const std::string& digest) = 0;
+  // Range-reading BlobSource for a blob of known size (size < 0: learned with HEAD).
+  virtual Result<std::unique_ptr<BlobSource>> OpenBlob(const std::string& repository,
+                                                       const std::string& digest,
+                                                       int64_t size) = 0;
+  // Streams the whole blob to sink (sink returns false to abort).
+  virtual Status GetBlob(const std::string& repository, const std::string& digest,
+                         const std::function<bool(const char*, size_t)>& sink) = 0;
+  virtual Result<std::vector<std::string>> ListTags(const std::string& repository) = 0;
+  // The base URL in use once pinged ("https://localhost:5000").
+  virtual std::string BaseUrl() const = 0;
+  // For `login`: authenticates with the stored credentials even when /v2/ would answer
+  // anonymously for some scopes (Bearer: fetch a token without scope and retry /v2/).
+  // kUnauthenticated when the registry rejects them.
+  virtual Status CheckCredentials() = 0;
+  // HTTP requests sent so far (tests assert coalescing with it).
+  virtual uint64_t RequestCount() const = 0;
+
+ protected:
+  RegistryClient() = default;
+};
+
+}  // namespace imagefs::fetch

@@ -1,0 +1,58 @@
+#include "tools/command.h"
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+namespace imagefs::tools {
+
+int Fail(const Status& status) {
+  std::fprintf(stderr, "imagefs: %s\n", status.message().c_str());
+  return 1;
+}
+
+int ParseCommandLine(CLI::App& app, const std::string& command,
+                     const std::vector<std::string>& args) {
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  try {
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "imagefs: %s: %s: see 'imagefs %s --help'\n", command.c_str(), e.what(),
+                 command.c_str());
+    return 2;
+  }
+  return -1;
+}
+
+Result<fetch::FetchOptions> MakeFetchOptions(const GlobalOptions& global,
+                                             const std::string& platform) {
+  fetch::FetchOptions options;
+  ASSIGN_OR_RETURN(options.registries, fetch::LoadRegistriesConf());
+  options.insecure_registries = global.insecure_registries;
+  options.cert_dir = global.cert_dir;
+  if (!platform.empty()) {
+    ASSIGN_OR_RETURN(fetch::Platform p, fetch::Platform::Parse(platform));
+    options.platform = p;
+  }
+  return options;
+}
+
+std::string HumanSize(double bytes) {
+  static const char* const kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+  int unit = 0;
+  while (bytes >= 1000.0 && unit < 5) {
+    bytes /= 1000.0;
+    ++unit;
+  }
+  char buf[32];
+  if (unit == 0) {
+    std::snprintf(buf, sizeof buf, "%.0f%s", bytes, kUnits[unit]);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.3g%s", bytes, kUnits[unit]);
+  }
+  return buf;
+}
+
+}  // namespace imagefs::tools

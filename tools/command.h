@@ -1,0 +1,54 @@
+#pragma once
+
+// The subcommand table's types and the helpers every cmd_<name>.cc uses.
+
+#include <string>
+#include <vector>
+
+#include "fetch/image_source.h"
+#include "util/log.h"
+#include "util/status.h"
+
+namespace CLI {
+class App;
+}
+
+namespace imagefs::tools {
+
+// Flags that come before the subcommand name: imagefs [--root DIR] [--log-level L] CMD ...
+struct GlobalOptions {
+  std::string root;  // --root, $IMAGEFS_ROOT, /var/lib/imagefs (root) or $XDG_DATA_HOME/imagefs
+  LogLevel log_level = LogLevel::kWarn;
+  std::vector<std::string> insecure_registries;  // --insecure-registry, repeatable
+  std::string cert_dir;  // --cert-dir: CA and client certs instead of certs.d/HOST
+};
+
+using CommandFn = int (*)(const GlobalOptions& global, const std::vector<std::string>& args);
+
+struct Command {
+  const char* name;
+  const char* summary;
+  CommandFn run;
+};
+
+// Prints "imagefs: <message>" to stderr and returns the exit code for a failure (1).
+int Fail(const Status& status);
+
+// Parses a subcommand's arguments with CLI11. Returns -1 when the command should go on,
+// or an exit code (0 after --help, 2 after a usage error, which it prints).
+int ParseCommandLine(CLI::App& app, const std::string& command, const std::vector<std::string>& args);
+
+// Fetch options from the machine's registries.conf, the global flags and an optional
+// --platform value.
+Result<fetch::FetchOptions> MakeFetchOptions(const GlobalOptions& global,
+                                             const std::string& platform);
+
+// Human-readable sizes as docker prints them: "1.23MB", "512B" (decimal units).
+std::string HumanSize(double bytes);
+
+int RunInspect(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunPull(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunLogin(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunLogout(const GlobalOptions& global, const std::vector<std::string>& args);
+
+}  // namespace imagefs::tools

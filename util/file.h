@@ -1,0 +1,30 @@
+#pragma once
+
+// Small filesystem helpers. All return errors as values naming the path.
+
+#include <string>
+#include <string_view>
+
+#include "util/status.h"
+
+namespace imagefs {
+
+Result<std::string> ReadFile(const std::string& path);
+// Writes data to a temporary name in the same directory, fsyncs it and renames it over
+// path, so readers see either the old or the whole new file. Creates parent dirs.
+Status WriteFileAtomic(const std::string& path, std::string_view data, int mode = 0644);
+// mkdir -p.
+Status MakeDirs(const std::string& path, int mode = 0755);
+// rm -rf; missing is fine.
+Status RemoveAll(const std::string& path);
+bool PathExists(const std::string& path);
+// A fresh directory "<parent>/<prefix>XXXXXX".
+Result<std::string> MakeTempDir(const std::string& parent, const std::string& prefix);
+// Parent directory of a path ("a/b" -> "a", "b" -> ".").
+std::string Dirname(const std::string& path);
+// $NAME or "" when unset.
+std::string GetEnv(const char* name);
+// The user's home: $HOME, else the passwd entry.
+std::string HomeDir();
+
+}  // namespace imagefs
