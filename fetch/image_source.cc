@@ -31,9 +31,9 @@ Result<ImageRef> ParseImageRef(std::string_view text) {
     if (rest.empty()) {
       return Status::InvalidArgument("image \"" + out.text + "\": the path is empty");
     }
-    // skopeo's rule: the last ':' splits PATH and TAG only when the part after it has no '/'.
-    size_t colon = rest.rfind(':');
-    if (colon != std::string_view::npos && rest.find('/', colon) == std::string_view::npos) {
+    // containers/image's rule: the first ':' ends the path (paths cannot hold one).
+    size_t colon = rest.find(':');
+    if (colon != std::string_view::npos) {
       out.path = std::string(rest.substr(0, colon));
       out.tag = std::string(rest.substr(colon + 1));
     } else {

@@ -153,6 +153,8 @@ class Core : public std::enable_shared_from_this<Core> {
       req.url = scheme + config_.host + "/v2/";
       req.tls = tls_;
       req.connect_timeout = std::chrono::milliseconds(5000);
+      // Both schemes may be tried against a server that hangs: keep the sum under 30 s.
+      req.stall_timeout = std::chrono::milliseconds(10000);
       auto r = Send(req);
       if (!r.ok()) {
         if (first_error.ok()) first_error = r.status();

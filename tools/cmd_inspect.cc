@@ -22,7 +22,8 @@ Json InspectJson(const fetch::ResolvedImage& image, const std::vector<std::strin
   const fetch::ImageConfig& c = image.config;
   Json out;
   if (!image.name.empty()) out["Name"] = image.name;
-  out["Digest"] = image.manifest.digest;
+  // As skopeo: the digest of what the name points at (the index for a multi-arch image).
+  out["Digest"] = image.index ? image.index->digest : image.manifest.digest;
   out["RepoTags"] = tags;
   out["Created"] = c.created;
   out["DockerVersion"] = "";
@@ -82,17 +83,15 @@ int RunInspect(const GlobalOptions& global, const std::vector<std::string>& args
   app.add_flag("-n,--no-tags", no_tags, "Do not list the repository's tags");
   if (int rc = ParseCommandLine(app, "inspect", args); rc >= 0) return rc;
 
-  auto ref = fetch::ParseImageRef(image_name);
-  if (!ref.ok()) return Fail(ref.status());
-  auto options = MakeFetchOptions(global, platform);
-  if (!options.ok()) return Fail(options.status());
-  auto source = fetch::OpenImageSource(*ref, *options);
-  if (!source.ok()) return Fail(source.status());
-  auto image = fetch::ResolveImage(**source, *options);
-  if (!image.ok()) return Fail(image.status());
+  auto opened = OpenImage(global, image_name, platform);
+  if (!opened.ok()) return Fail(opened.status());
+  const fetch::ResolvedImage* image = &opened->image;
 
   if (raw) {
-    const std::string& bytes = config ? image->config_bytes : image->manifest.bytes;
+    // As skopeo: the top-level manifest (the index for a multi-arch image).
+    const std::string& bytes = config        ? image->config_bytes
+                               : image->index ? image->index->bytes
+                                              : image->manifest.bytes;
     std::fwrite(bytes.data(), 1, bytes.size(), stdout);
     return 0;
   }
@@ -102,8 +101,8 @@ int RunInspect(const GlobalOptions& global, const std::vector<std::string>& args
     return 0;
   }
   std::vector<std::string> tags;
-  if (!no_tags && ref->transport == fetch::Transport::kDocker) {
-    auto listed = (*source)->ListTags();
+  if (!no_tags && opened->ref.transport == fetch::Transport::kDocker) {
+    auto listed = opened->source->ListTags();
     if (!listed.ok()) return Fail(listed.status());
     tags = std::move(*listed);
   }

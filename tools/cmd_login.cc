@@ -110,7 +110,7 @@ int RunLogin(const GlobalOptions& global, const std::vector<std::string>& args) 
     config.auth_env = probe_env;
     config.certs_dir_override = global.cert_dir;
     auto client = fetch::RegistryClient::Create(config);
-    st = client.ok() ? (*client)->Ping() : client.status();
+    st = client.ok() ? (*client)->CheckCredentials() : client.status();
   }
   (void)RemoveAll(*tmp);
   if (!st.ok()) return Fail(st.WithContext("login to " + host));

@@ -116,16 +116,13 @@ int RunPull(const GlobalOptions& global, const std::vector<std::string>& args) {
   app.add_flag("-q,--quiet", quiet, "Print only the image name");
   if (int rc = ParseCommandLine(app, "pull", args); rc >= 0) return rc;
 
-  auto ref = fetch::ParseImageRef(image_name);
-  if (!ref.ok()) return Fail(ref.status());
-  auto options = MakeFetchOptions(global, platform);
-  if (!options.ok()) return Fail(options.status());
   auto blobs = store::BlobStore::Open(global.root);
   if (!blobs.ok()) return Fail(blobs.status());
-  auto source = fetch::OpenImageSource(*ref, *options);
-  if (!source.ok()) return Fail(source.status());
-  auto image = fetch::ResolveImage(**source, *options);
-  if (!image.ok()) return Fail(image.status());
+  auto opened = OpenImage(global, image_name, platform);
+  if (!opened.ok()) return Fail(opened.status());
+  const fetch::ImageRef* ref = &opened->ref;
+  const fetch::ResolvedImage* image = &opened->image;
+  fetch::ImageSource* source = opened->source.get();
 
   const auto& layers = image->parsed.layers;
   std::vector<std::string> ids;
@@ -140,7 +137,7 @@ int RunPull(const GlobalOptions& global, const std::vector<std::string>& args) {
     std::string tag = ref->transport == fetch::Transport::kDocker
                           ? (ref->ref.tag.empty() ? ref->ref.digest : ref->ref.tag)
                           : ref->String();
-    std::fprintf(stderr, "%s: Pulling from %s\n", tag.c_str(), (*source)->Describe().c_str());
+    std::fprintf(stderr, "%s: Pulling from %s\n", tag.c_str(), source->Describe().c_str());
   }
   Progress progress(ids, totals, tty);
 
@@ -151,7 +148,7 @@ int RunPull(const GlobalOptions& global, const std::vector<std::string>& args) {
   for (size_t w = 0; w < std::min(kParallelLayers, layers.size()); ++w) {
     workers.emplace_back([&] {
       for (size_t i = next++; i < layers.size(); i = next++) {
-        results[i] = PullLayer(**source, **blobs, layers[i], i, progress);
+        results[i] = PullLayer(*source, **blobs, layers[i], i, progress);
         if (!results[i].ok()) progress.Finish(i, "Failed");
       }
     });

@@ -39,6 +39,16 @@ Result<fetch::FetchOptions> MakeFetchOptions(const GlobalOptions& global,
   return options;
 }
 
+Result<OpenedImage> OpenImage(const GlobalOptions& global, const std::string& name,
+                              const std::string& platform) {
+  OpenedImage out;
+  ASSIGN_OR_RETURN(out.ref, fetch::ParseImageRef(name));
+  ASSIGN_OR_RETURN(out.options, MakeFetchOptions(global, platform));
+  ASSIGN_OR_RETURN(out.source, fetch::OpenImageSource(out.ref, out.options));
+  ASSIGN_OR_RETURN(out.image, fetch::ResolveImage(*out.source, out.options));
+  return out;
+}
+
 std::string HumanSize(double bytes) {
   static const char* const kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB"};
   int unit = 0;

@@ -2,6 +2,7 @@
 
 // The subcommand table's types and the helpers every cmd_<name>.cc uses.
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,16 @@ int ParseCommandLine(CLI::App& app, const std::string& command, const std::vecto
 // --platform value.
 Result<fetch::FetchOptions> MakeFetchOptions(const GlobalOptions& global,
                                              const std::string& platform);
+
+// An image opened from its user-given name and resolved (manifest + config verified).
+struct OpenedImage {
+  fetch::ImageRef ref;
+  fetch::FetchOptions options;
+  std::unique_ptr<fetch::ImageSource> source;
+  fetch::ResolvedImage image;
+};
+Result<OpenedImage> OpenImage(const GlobalOptions& global, const std::string& name,
+                              const std::string& platform);
 
 // Human-readable sizes as docker prints them: "1.23MB", "512B" (decimal units).
 std::string HumanSize(double bytes);

@@ -1,0 +1,52 @@
+#pragma once
+
+// Runs the real imagefs binary (IMAGEFS_BIN, set by ctest) for end-to-end tests.
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tests/testing/process.h"
+#include "util/file.h"
+
+namespace imagefs::testing {
+
+inline std::string ImagefsBinary() {
+  std::string bin = GetEnv("IMAGEFS_BIN");
+  return bin.empty() ? std::string(IMAGEFS_BINARY_DIR) + "/tools/imagefs" : bin;
+}
+
+// Runs `imagefs ARGS...` with extra environment; a failure to start is a test failure.
+inline ProcessResult RunImagefs(const std::vector<std::string>& args,
+                                std::vector<std::pair<std::string, std::string>> env = {},
+                                const std::string& stdin_text = "",
+                                std::chrono::milliseconds timeout = std::chrono::seconds(120)) {
+  ProcessOptions options;
+  options.argv.push_back(ImagefsBinary());
+  options.argv.insert(options.argv.end(), args.begin(), args.end());
+  options.env_set = std::move(env);
+  options.env_remove = {"REGISTRY_AUTH_FILE", "CONTAINERS_REGISTRIES_CONF", "IMAGEFS_ROOT"};
+  if (!stdin_text.empty()) {
+    options.stdin_text = stdin_text;
+    options.use_stdin = true;
+  }
+  options.timeout = timeout;
+  auto r = RunProcess(options);
+  if (!r.ok()) {
+    ProcessResult failed;
+    failed.exit_code = -1;
+    failed.stderr_text = r.status().ToString();
+    return failed;
+  }
+  return *r;
+}
+
+// Number of lines in text (a trailing newline does not start a new line).
+inline int LineCount(const std::string& text) {
+  int n = 0;
+  for (char c : text) n += c == '\n';
+  if (!text.empty() && text.back() != '\n') ++n;
+  return n;
+}
+
+}  // namespace imagefs::testing
