@@ -252,6 +252,23 @@ class PlainRegistryTest : public ImagesFixture {
   Env env_;
 };
 
+TEST_F(PlainRegistryTest, PullDrawsProgressBarsOnATerminal) {
+  // util-linux `script` gives the command a pseudo-terminal.
+  std::string cmd = ShellQuote({ImagefsBinary(), "--root", root_, "pull", Image()});
+  ProcessOptions options;
+  options.argv = {"script", "-qefc", cmd, "/dev/null"};
+  options.env_set = env_;
+  auto r = RunProcess(options);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->exit_code, 0) << r->Describe();
+  // Rows are redrawn in place with cursor movements, and every layer ends complete.
+  EXPECT_NE(r->stdout_text.find("\033["), std::string::npos) << r->stdout_text;
+  size_t complete = 0;
+  for (size_t p = 0; (p = r->stdout_text.find("Pull complete", p)) != std::string::npos; ++p) ++complete;
+  EXPECT_GE(complete, 3u) << r->stdout_text;
+  EXPECT_EQ(CheckBlobs(root_), 5);
+}
+
 TEST_F(PlainRegistryTest, MirrorIsTriedBeforeADeadOrigin) {
   // The origin is a closed port; its mirror holds the image under the same path.
   std::string dead = "127.0.0.1:9";
