@@ -203,6 +203,42 @@ TEST_P(RegistryFlavorTest, LogoutForgetsTheCredentials) {
   EXPECT_EQ(Run({"logout", reg_->host()}).exit_code, 1);
 }
 
+// Removes a directory tree when it goes out of scope, also when an assertion fails.
+struct ScopedDir {
+  std::string path;
+  ~ScopedDir() { (void)RemoveAll(path); }
+};
+
+TEST_P(RegistryFlavorTest, TrustsCaCertificatesFromCertsD) {
+  if (!reg_->tls()) GTEST_SKIP() << "plain registry has no TLS";
+  auto without = RunImagefs({"--root", root_, "inspect", reg_->host() + "/test/busybox:latest"}, env_);
+  EXPECT_EQ(without.exit_code, 1);
+  EXPECT_NE(without.stderr_text.find("certs.d/" + reg_->host()), std::string::npos)
+      << without.stderr_text;
+  // The machine-wide places podman and docker read; the directory is unique to this port.
+  for (std::string base : {"/etc/containers/certs.d/", "/etc/docker/certs.d/"}) {
+    // Leave no empty certs.d behind that this test created.
+    struct RemoveIfCreated {
+      std::string path;
+      bool existed;
+      ~RemoveIfCreated() {
+        if (!existed) ::rmdir(path.c_str());
+      }
+    } parent{base, PathExists(base)};
+    ScopedDir dir{base + reg_->host()};
+    ASSERT_TRUE(MakeDirs(dir.path).ok());
+    auto ca = ReadFile(reg_->ca_cert_path());
+    ASSERT_TRUE(ca.ok());
+    ASSERT_TRUE(WriteFileAtomic(dir.path + "/ca.crt", *ca).ok());
+    ProcessResult login = RunImagefs({"--root", root_, "login", "-u", reg_->username(),
+                                      "--password-stdin", reg_->host()},
+                                     env_, reg_->password() + "\n");
+    ASSERT_EQ(login.exit_code, 0) << base << ": " << login.Describe();
+    ProcessResult r = RunImagefs({"--root", root_, "inspect", reg_->host() + "/test/busybox:latest"}, env_);
+    EXPECT_EQ(r.exit_code, 0) << base << ": " << r.Describe();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Flavors, RegistryFlavorTest,
                          ::testing::Values(RegistryFlavor::kPlain, RegistryFlavor::kTlsBasic,
                                            RegistryFlavor::kToken),
