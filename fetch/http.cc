@@ -1,73 +1,152 @@
+// HttpClient over libcurl. The only file that includes curl headers.
+//
+// Each Do call takes an easy handle from a pool and returns it afterwards, so concurrent
+// calls never share a handle. All handles of one client attach to one CURLSH that shares
+// the DNS cache, the connection cache (keep-alive reuse across handles) and TLS sessions;
+// curl serializes access to each shared part through the lock callbacks below.
+
 #include "fetch/http.h"
 
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
+#include <cerrno>
+#include <charconv>
 #include <mutex>
+#include <string_view>
 #include <vector>
 
 namespace imagefs::fetch {
 namespace {
 
+constexpr size_t kMaxErrorBody = 1 << 20;
+
 std::once_flag g_curl_init;
 
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
+  return out;
 }
 
-std::string Trim(std::string_view s) {
+std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
     s.remove_suffix(1);
   }
-  return std::string(s);
+  return s;
 }
 
+// State of one transfer, seen by the header and body callbacks.
 struct Transfer {
-  const HttpRequest* request;
-  HttpResponse* response;
-  bool aborted = false;
+  const HttpRequest* request = nullptr;
+  HttpResponse* response = nullptr;
+  bool head_done = false;  // the current response's header block has ended
+  bool aborted = false;    // a callback of the caller asked to stop
 };
 
 size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<Transfer*>(user);
-  std::string_view line(data, size * n);
+  const size_t total = size * n;
+  std::string_view line(data, total);
   if (line.rfind("HTTP/", 0) == 0) {
-    // A new response (after 100-continue or a redirect): start over.
+    // A new response (after a 1xx or a followed redirect): start over.
     t->response->headers.clear();
     t->response->headers_multi.clear();
-    return size * n;
+    t->response->body.clear();
+    t->head_done = false;
+    long status = 0;
+    size_t sp = line.find(' ');
+    if (sp != std::string_view::npos) {
+      std::string_view code = line.substr(sp + 1, 3);
+      std::from_chars(code.data(), code.data() + code.size(), status);
+    }
+    t->response->status = status;
+    return total;
+  }
+  if (Trim(line).empty()) {
+    // End of one header block. 1xx blocks are followed by the real response.
+    if (t->response->status >= 200 && !t->head_done) {
+      t->head_done = true;
+      if (t->request->on_headers && !t->request->on_headers(*t->response)) {
+        t->aborted = true;
+        return 0;
+      }
+    }
+    return total;
   }
   size_t colon = line.find(':');
-  if (colon == std::string_view::npos) return size * n;
-  std::string name = Lower(std::string(line.substr(0, colon)));
-  std::string value = Trim(line.substr(colon + 1));
+  if (colon == std::string_view::npos) return total;
+  std::string name = Lower(Trim(line.substr(0, colon)));
+  std::string value(Trim(line.substr(colon + 1)));
   t->response->headers_multi.emplace(name, value);
   auto it = t->response->headers.find(name);
   if (it == t->response->headers.end()) {
-    t->response->headers.emplace(name, value);
-  } else {
+    t->response->headers.emplace(std::move(name), std::move(value));
+  } else if (name != "www-authenticate") {
     it->second += ", " + value;
   }
-  return size * n;
+  return total;
 }
 
 size_t OnBody(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<Transfer*>(user);
-  if (t->request->on_data) {
-    long status = 0;
-    (void)status;
-    if (!t->request->on_data(data, size * n)) {
+  const size_t total = size * n;
+  long status = t->response->status;
+  if (t->request->on_data && status >= 200 && status < 300) {
+    if (!t->request->on_data(data, total)) {
       t->aborted = true;
       return 0;
     }
-    return size * n;
+    return total;
   }
-  t->response->body.append(data, size * n);
-  return size * n;
+  if (t->request->on_data) {
+    // An error or redirect page: keep a bounded amount for the caller's message.
+    size_t room = kMaxErrorBody - std::min(kMaxErrorBody, t->response->body.size());
+    t->response->body.append(data, std::min(room, total));
+    return total;
+  }
+  t->response->body.append(data, total);
+  return total;
+}
+
+// handshake_done: the TCP connection (and for https the TLS handshake) completed.
+TransportError Classify(CURLcode rc, long os_errno, bool handshake_done) {
+  switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+      return TransportError::kResolve;
+    case CURLE_COULDNT_CONNECT:
+      return os_errno == ECONNREFUSED ? TransportError::kRefused : TransportError::kConnect;
+    case CURLE_OPERATION_TIMEDOUT:
+      return handshake_done ? TransportError::kStall : TransportError::kConnectTimeout;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+      return TransportError::kTls;
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+      return TransportError::kReset;
+    case CURLE_WRITE_ERROR:
+    case CURLE_ABORTED_BY_CALLBACK:
+      return TransportError::kAborted;
+    default:
+      return TransportError::kOther;
+  }
 }
 
 }  // namespace
@@ -79,7 +158,8 @@ std::string HttpResponse::Header(const std::string& lower_name) const {
 
 struct HttpClient::Impl {
   CURLSH* share = nullptr;
-  std::mutex share_locks[CURL_LOCK_DATA_LAST];
+  // One mutex per kind of shared data; curl never holds two at once.
+  std::array<std::mutex, CURL_LOCK_DATA_LAST> share_locks;
   std::mutex pool_mu;
   std::vector<CURL*> pool;  // idle easy handles, guarded by pool_mu
 
@@ -96,13 +176,14 @@ struct HttpClient::Impl {
       if (!pool.empty()) {
         CURL* h = pool.back();
         pool.pop_back();
-        curl_easy_reset(h);
         return h;
       }
     }
     return curl_easy_init();
   }
+  // Returns a handle to the pool, its options cleared (its connections live in the share).
   void Give(CURL* h) {
+    curl_easy_reset(h);
     std::lock_guard<std::mutex> lock(pool_mu);
     pool.push_back(h);
   }
@@ -120,24 +201,37 @@ HttpClient::HttpClient() : impl_(std::make_unique<Impl>()) {
 }
 
 HttpClient::~HttpClient() {
+  // Handles first (they were detached from the share when returned), then the share,
+  // which closes the cached connections.
   for (CURL* h : impl_->pool) curl_easy_cleanup(h);
   curl_share_cleanup(impl_->share);
 }
 
-Result<HttpResponse> HttpClient::Do(const HttpRequest& request) {
+Result<HttpResponse> HttpClient::Do(const HttpRequest& request) { return Do(request, nullptr); }
+
+Result<HttpResponse> HttpClient::Do(const HttpRequest& request, TransportError* error) {
+  if (error != nullptr) *error = TransportError::kNone;
   CURL* h = impl_->Take();
-  if (h == nullptr) return Status::Internal("curl_easy_init failed");
+  if (h == nullptr) {
+    if (error != nullptr) *error = TransportError::kOther;
+    return Status::Internal("curl_easy_init failed");
+  }
   HttpResponse response;
-  Transfer transfer{&request, &response};
+  Transfer transfer;
+  transfer.request = &request;
+  transfer.response = &response;
   curl_slist* headers = nullptr;
   for (const auto& [k, v] : request.headers) {
+    // "Name;" is curl's way to send a header with an empty value.
     std::string line = v.empty() ? k + ";" : k + ": " + v;
     headers = curl_slist_append(headers, line.c_str());
   }
   // No "Expect: 100-continue" round trip on uploads.
   headers = curl_slist_append(headers, "Expect:");
 
+  char errbuf[CURL_ERROR_SIZE] = {0};
   curl_easy_setopt(h, CURLOPT_SHARE, impl_->share);
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -147,10 +241,13 @@ Result<HttpResponse> HttpClient::Do(const HttpRequest& request) {
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &OnBody);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &transfer);
   curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, request.follow_redirects ? 1L : 0L);
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(request.connect_timeout.count()));
+  curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                   std::max(1L, static_cast<long>(request.connect_timeout.count())));
+  // Stall detection: fewer than 1 byte/s for stall_timeout (whole seconds, rounded up).
   curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
-                   std::max(1L, static_cast<long>(request.stall_timeout.count() / 1000)));
+                   std::max(1L, static_cast<long>((request.stall_timeout.count() + 999) / 1000)));
   curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, request.tls.verify ? 1L : 0L);
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, request.tls.verify ? 2L : 0L);
@@ -168,49 +265,40 @@ Result<HttpResponse> HttpClient::Do(const HttpRequest& request) {
     curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
   } else {
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, request.method.c_str());
-    if (request.method == "POST" || request.method == "PUT" || request.method == "PATCH") {
-      curl_easy_setopt(h, CURLOPT_POSTFIELDS, request.body.data());
+    if (request.method == "POST" || request.method == "PUT" || request.method == "PATCH" ||
+        !request.body.empty()) {
       curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
+      curl_easy_setopt(h, CURLOPT_POSTFIELDS, request.body.data());
     }
   }
-  char errbuf[CURL_ERROR_SIZE] = {0};
-  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
 
   CURLcode rc = curl_easy_perform(h);
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &response.status);
+  long os_errno = 0;
+  curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+  curl_off_t connect_us = 0, appconnect_us = 0;
+  curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &connect_us);
+  curl_easy_getinfo(h, CURLINFO_APPCONNECT_TIME_T, &appconnect_us);
+  bool https = request.url.rfind("https://", 0) == 0;
+  bool handshake_done = connect_us > 0 && (!https || appconnect_us > 0);
   char* effective = nullptr;
   curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &effective);
   if (effective != nullptr) response.effective_url = effective;
+  long final_status = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &final_status);
+  if (final_status != 0) response.status = final_status;
   curl_slist_free_all(headers);
   curl_easy_setopt(h, CURLOPT_SHARE, nullptr);
   impl_->Give(h);
 
   if (rc == CURLE_OK) return response;
-  if (rc == CURLE_WRITE_ERROR && transfer.aborted) {
-    return Status::Internal(request.method + " " + request.url + ": aborted by the receiver");
-  }
-  std::string why = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
-  std::string host = request.url;
-  if (size_t scheme = host.find("://"); scheme != std::string::npos) host = host.substr(scheme + 3);
-  host = host.substr(0, host.find('/'));
-  switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT:
-      return Status::Timeout(host + " did not answer in time (" + why + ")");
-    case CURLE_COULDNT_RESOLVE_HOST:
-      return Status::Unavailable("unknown host " + host + ": check the image name");
-    case CURLE_COULDNT_CONNECT:
-      return Status::Unavailable("cannot connect to " + host + " (" + why +
-                                 "): is the registry running?");
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_CERTPROBLEM:
-      return Status::Unavailable("TLS with " + host + " failed (" + why +
-                                 "): add its CA to /etc/containers/certs.d/" + host +
-                                 "/ or use --cert-dir");
-    default:
-      return Status::Unavailable(request.method + " " + request.url + ": " + why);
-  }
+  TransportError kind = Classify(rc, os_errno, handshake_done);
+  if (transfer.aborted) kind = TransportError::kAborted;
+  if (error != nullptr) *error = kind;
+  std::string why = errbuf[0] != '\0' ? std::string(Trim(errbuf)) : curl_easy_strerror(rc);
+  if (kind == TransportError::kAborted) why = "transfer stopped by the receiver";
+  std::string message = request.method + " " + request.url + ": " + why;
+  if (rc == CURLE_OPERATION_TIMEDOUT) return Status::Timeout(std::move(message));
+  return Status::Unavailable(std::move(message));
 }
 
 }  // namespace imagefs::fetch

@@ -25,6 +25,8 @@ struct TlsOptions {
   std::string client_key;      // PEM client key (certs.d/HOST/*.key), optional
 };
 
+struct HttpResponse;
+
 struct HttpRequest {
   std::string method = "GET";  // GET, HEAD, PUT, POST, PATCH, DELETE
   std::string url;
@@ -32,8 +34,13 @@ struct HttpRequest {
   std::string body;
   TlsOptions tls;
   bool follow_redirects = false;  // callers that must drop Authorization handle 3xx
-  // Streaming sink for the body; when set, the body is not kept in HttpResponse::body.
-  // Return false to abort the transfer.
+  // Called once per response as soon as its status line and headers are in, before any
+  // of its body (with follow_redirects, once for every hop). `head` has status, headers and
+  // effective_url filled, no body. Return false to abort the transfer.
+  std::function<bool(const HttpResponse& head)> on_headers;
+  // Streaming sink for the body of a 2xx response; when set, that body is not kept in
+  // HttpResponse::body. Bodies of other statuses (error JSON, redirect pages) still go to
+  // HttpResponse::body (at most 1 MiB is kept). Return false to abort the transfer.
   std::function<bool(const char* data, size_t n)> on_data;
   std::chrono::milliseconds connect_timeout{10000};
   // Abort when fewer than 1 byte/s arrives for this long (a hung server).
@@ -51,6 +58,20 @@ struct HttpResponse {
   std::string Header(const std::string& lower_name) const;
 };
 
+// Why Do failed without an HTTP response, for callers that word their own messages.
+enum class TransportError {
+  kNone,
+  kResolve,         // unknown host
+  kRefused,         // the TCP connection was refused (nothing listens there)
+  kConnect,         // other connect failures (unreachable, proxy)
+  kConnectTimeout,  // no TCP/TLS connection within connect_timeout
+  kStall,           // connected, then no byte for stall_timeout
+  kTls,             // handshake or certificate verification failed
+  kReset,           // the connection broke mid-exchange (reset, empty reply, short body)
+  kAborted,         // on_headers / on_data returned false
+  kOther,
+};
+
 class HttpClient {
  public:
   HttpClient();
@@ -60,7 +81,10 @@ class HttpClient {
 
   // Performs one request. Transport failures (DNS, refused, reset, TLS, timeout) are
   // kUnavailable/kTimeout with curl's reason; any HTTP status is a successful Result.
+  // Messages read "METHOD URL: <curl's reason>"; timeouts are kTimeout, the rest kUnavailable.
   Result<HttpResponse> Do(const HttpRequest& request);
+  // As Do, and says why it failed in *error (kNone on success) when error is not null.
+  Result<HttpResponse> Do(const HttpRequest& request, TransportError* error);
 
  private:
   struct Impl;

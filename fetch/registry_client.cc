@@ -1,13 +1,15 @@
 #include "fetch/registry_client.h"
 
-#include <dirent.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "fetch/manifest.h"
@@ -19,28 +21,46 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr int kMaxRedirects = 5;
-constexpr uint64_t kCoalesceGap = 64 << 10;
+constexpr uint64_t kCoalesceGap = 64 << 10;       // merge ranges closer than this
+constexpr uint64_t kMaxCoalesced = 16 << 20;      // but keep one request at most this big
 constexpr size_t kMaxInFlight = 8;
+constexpr auto kMaxRetryAfter = std::chrono::seconds(10);
+
+// "localhost:5000" -> "localhost", "[::1]:5000" -> "::1", "10.0.0.1" -> "10.0.0.1".
+std::string HostName(const std::string& host_port) {
+  if (!host_port.empty() && host_port.front() == '[') {
+    size_t close = host_port.find(']');
+    return host_port.substr(1, close == std::string::npos ? std::string::npos : close - 1);
+  }
+  size_t colon = host_port.find(':');
+  // More than one colon without brackets: a bare IPv6 address.
+  if (colon != std::string::npos && host_port.find(':', colon + 1) == std::string::npos) {
+    return host_port.substr(0, colon);
+  }
+  return host_port;
+}
 
 bool IsLoopbackHost(const std::string& host_port) {
-  std::string host = host_port;
-  if (!host.empty() && host.front() == '[') {
-    host = host.substr(1, host.find(']') - 1);
-  } else if (size_t colon = host.rfind(':'); colon != std::string::npos) {
-    host = host.substr(0, colon);
-  }
+  std::string host = HostName(host_port);
   if (host == "localhost" || host == "::1") return true;
   in_addr addr{};
-  if (::inet_pton(AF_INET, host.c_str(), &addr) == 1) {
-    return (ntohl(addr.s_addr) >> 24) == 127;
-  }
+  if (::inet_pton(AF_INET, host.c_str(), &addr) == 1) return (ntohl(addr.s_addr) >> 24) == 127;
   return false;
 }
 
+// "https://a:5000/v2/x" -> "a:5000".
 std::string HostOf(const std::string& url) {
   std::string rest = url;
   if (size_t scheme = rest.find("://"); scheme != std::string::npos) rest = rest.substr(scheme + 3);
-  return rest.substr(0, rest.find('/'));
+  return rest.substr(0, rest.find_first_of("/?#"));
+}
+
+// "https://a:5000/v2/x" -> "https://a:5000".
+std::string OriginOf(const std::string& url) {
+  size_t scheme = url.find("://");
+  size_t start = scheme == std::string::npos ? 0 : scheme + 3;
+  size_t slash = url.find_first_of("/?#", start);
+  return url.substr(0, slash);
 }
 
 std::string UrlEncode(const std::string& s) {
@@ -58,6 +78,28 @@ std::string UrlEncode(const std::string& s) {
   return out;
 }
 
+std::optional<uint64_t> ParseUint(std::string_view s) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || s.empty()) return std::nullopt;
+  return v;
+}
+
+// "bytes 100-199/5000" -> {100, 199}.
+std::optional<std::pair<uint64_t, uint64_t>> ParseContentRange(std::string_view v) {
+  if (v.rfind("bytes ", 0) != 0) return std::nullopt;
+  v.remove_prefix(6);
+  size_t dash = v.find('-');
+  size_t slash = v.find('/');
+  if (dash == std::string_view::npos || slash == std::string_view::npos || slash < dash) {
+    return std::nullopt;
+  }
+  auto first = ParseUint(v.substr(0, dash));
+  auto last = ParseUint(v.substr(dash + 1, slash - dash - 1));
+  if (!first || !last || *last < *first) return std::nullopt;
+  return std::make_pair(*first, *last);
+}
+
 // The registry's error body: {"errors":[{"code":"MANIFEST_UNKNOWN","message":"..."}]}.
 std::string RegistryErrorText(const HttpResponse& r) {
   auto j = nlohmann::json::parse(r.body, nullptr, false);
@@ -70,11 +112,26 @@ std::string RegistryErrorText(const HttpResponse& r) {
   return "HTTP " + std::to_string(r.status);
 }
 
-bool Retryable(const Status& st) {
-  return st.code() == Code::kUnavailable || st.code() == Code::kTimeout;
+bool RetryableTransport(TransportError e) {
+  switch (e) {
+    case TransportError::kRefused:
+    case TransportError::kConnect:
+    case TransportError::kConnectTimeout:
+    case TransportError::kStall:
+    case TransportError::kReset:
+      return true;
+    default:
+      return false;
+  }
 }
 
-// TLS material from a certs.d-style directory.
+bool RetryableStatus(long code) { return code >= 500 || code == 429; }
+
+std::string Seconds(std::chrono::milliseconds ms) {
+  return std::to_string((ms.count() + 999) / 1000) + "s";
+}
+
+// TLS material from a certs.d-style directory: *.crt CAs, *.cert + *.key client pairs.
 TlsOptions TlsFromDir(const std::string& dir, TlsOptions tls) {
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return tls;
@@ -96,17 +153,19 @@ TlsOptions TlsFromDir(const std::string& dir, TlsOptions tls) {
       }
     }
   }
-  if (cas.size() == 1) {
+  if (cas.size() == 1 && tls.ca_file.empty()) {
     tls.ca_file = cas[0];
-  } else if (cas.size() > 1) {
-    // curl takes one CA bundle: join them into a private file.
+  } else if (!cas.empty()) {
+    // curl takes one CA file: join them (and any earlier one) into a bundle of our own.
     std::string bundle;
+    if (!tls.ca_file.empty()) cas.insert(cas.begin(), tls.ca_file);
     for (const auto& c : cas) {
       auto text = ReadFile(c);
       if (text.ok()) bundle += *text + "\n";
     }
-    std::string path = "/tmp/imagefs-ca-" + std::to_string(std::hash<std::string>()(bundle)) + ".pem";
-    if (WriteFileAtomic(path, bundle).ok()) tls.ca_file = path;
+    std::string path = "/tmp/imagefs-ca-" + std::to_string(::getuid()) + "-" +
+                       std::to_string(std::hash<std::string>()(bundle)) + ".pem";
+    if (WriteFileAtomic(path, bundle, 0600).ok()) tls.ca_file = path;
   }
   return tls;
 }
@@ -116,8 +175,10 @@ struct Token {
   Clock::time_point expires;
 };
 
-// Shared by the client and the BlobSources it hands out (they may outlive it).
-class Core : public std::enable_shared_from_this<Core> {
+std::string PullScope(const std::string& repository) { return "repository:" + repository + ":pull"; }
+
+// State shared by the client and the BlobSources it hands out (they may outlive it).
+class Core {
  public:
   explicit Core(RegistryEndpointConfig config) : config_(std::move(config)) {
     std::vector<std::string> dirs;
@@ -132,6 +193,7 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   const RegistryEndpointConfig& config() const { return config_; }
+  const std::string& host() const { return config_.host; }
   uint64_t requests() const { return requests_.load(); }
 
   std::string BaseUrl() {
@@ -139,6 +201,7 @@ class Core : public std::enable_shared_from_this<Core> {
     return base_url_;
   }
 
+  // Decides the scheme once: HTTPS, then plain HTTP where allowed.
   Status Ping() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -149,27 +212,32 @@ class Core : public std::enable_shared_from_this<Core> {
     if (allow_http) schemes.push_back("http://");
     Status first_error;
     for (const auto& scheme : schemes) {
-      HttpRequest req;
-      req.url = scheme + config_.host + "/v2/";
-      req.tls = tls_;
-      req.connect_timeout = std::chrono::milliseconds(5000);
-      // Both schemes may be tried against a server that hangs: keep the sum under 30 s.
-      req.stall_timeout = std::chrono::milliseconds(10000);
-      auto r = Send(req);
+      HttpRequest req = NewRequest("GET", scheme + config_.host + "/v2/");
+      Result<HttpResponse> r = Status::Internal("unreachable");
+      for (int attempt = 0;; ++attempt) {
+        r = Send(req);
+        if (!r.ok() || !RetryableStatus(r->status) || attempt >= config_.max_retries) break;
+        Backoff(attempt, *r);
+      }
       if (!r.ok()) {
+        // A plain-HTTP server answers a TLS hello with garbage: try the next scheme, but
+        // report the first failure (refused, unknown host, TLS) if none works.
         if (first_error.ok()) first_error = r.status();
-        // A plain-HTTP server answers TLS with garbage: try the next scheme.
+        // No other scheme helps a host that does not resolve or a server that hangs
+        // (and trying would double the wait).
+        if (r.status().message().find("unknown host") == 0) break;
+        if (r.status().code() == Code::kTimeout) break;
         continue;
       }
       if (r->status == 200 || r->status == 401) {
+        if (r->status == 401) LearnChallenge(*r);
         std::lock_guard<std::mutex> lock(mu_);
         base_url_ = scheme + config_.host;
-        if (r->status == 401) LearnChallenge(*r);
         return Status::Ok();
       }
       if (first_error.ok()) {
-        first_error = Status::Unavailable(config_.host + " does not look like a registry: GET /v2/ answered HTTP " +
-                                          std::to_string(r->status));
+        first_error = Status::Unavailable(config_.host + " does not look like a registry: GET " +
+                                          req.url + " answered HTTP " + std::to_string(r->status));
       }
     }
     return first_error;
@@ -179,37 +247,49 @@ class Core : public std::enable_shared_from_this<Core> {
     RETURN_IF_ERROR(Ping());
     ASSIGN_OR_RETURN(std::optional<Credential> cred, Credentials());
     if (!cred) return Status::Unauthenticated("no credentials for " + config_.host);
-    HttpRequest req;
-    req.url = BaseUrl() + "/v2/";
-    ASSIGN_OR_RETURN(HttpResponse r, Authorized(req, ""));
+    ASSIGN_OR_RETURN(HttpResponse r, Authorized(NewRequest("GET", BaseUrl() + "/v2/"), ""));
     if (r.status == 200) return Status::Ok();
     if (r.status == 401 || r.status == 403) {
-      return Status::Unauthenticated("the registry rejected the user name or password");
+      return Status::Unauthenticated(config_.host + " rejected the user name or password");
     }
     return Status::Unavailable(config_.host + ": GET /v2/ answered HTTP " + std::to_string(r.status));
   }
 
-  // Sends a request relative to the base URL with auth for `scope`, retrying transient
-  // failures and following redirects by hand.
-  Result<HttpResponse> Authorized(HttpRequest req, const std::string& scope) {
-    RETURN_IF_ERROR(Ping());
+  HttpRequest NewRequest(const std::string& method, const std::string& url) const {
+    HttpRequest req;
+    req.method = method;
+    req.url = url;
     req.tls = tls_;
+    req.connect_timeout = config_.connect_timeout;
+    req.stall_timeout = config_.stall_timeout;
+    return req;
+  }
+
+  // Sends a request for `scope` with the registry's auth, retrying transient failures
+  // (transport ones only when retry_transport) and following redirects by hand: the
+  // request's headers (Range) go along, Authorization only to the registry's own host.
+  Result<HttpResponse> Authorized(HttpRequest req, const std::string& scope,
+                                  bool retry_transport = true) {
+    RETURN_IF_ERROR(Ping());
     bool auth_refreshed = false;
     int redirects = 0;
-    std::string origin_host = config_.host;
+    std::string rejected_token;
     for (int attempt = 0;;) {
       HttpRequest sent = req;
-      bool same_host = HostOf(sent.url) == origin_host;
+      bool same_host = HostOf(sent.url) == config_.host;
+      std::string auth;
       if (same_host) {
-        ASSIGN_OR_RETURN(std::string auth, AuthHeader(scope, false));
+        ASSIGN_OR_RETURN(auth, AuthHeader(scope, rejected_token));
         if (!auth.empty()) sent.headers.emplace_back("Authorization", auth);
       } else {
         sent.tls = TlsOptions{};  // a storage backend elsewhere: default trust
+        sent.tls.verify = !config_.insecure;
       }
-      auto r = Send(sent);
+      TransportError kind = TransportError::kNone;
+      auto r = Send(sent, &kind);
       if (!r.ok()) {
-        if (Retryable(r.status()) && attempt < config_.max_retries && !streamed_) {
-          Backoff(attempt++);
+        if (retry_transport && RetryableTransport(kind) && attempt < config_.max_retries) {
+          Backoff(attempt++, std::nullopt);
           continue;
         }
         return r.status();
@@ -221,81 +301,131 @@ class Core : public std::enable_shared_from_this<Core> {
           return Status::Unavailable(config_.host + ": too many redirects for " + req.url);
         }
         std::string loc = r->Header("location");
-        if (loc.rfind("http", 0) != 0) {
-          std::string base = req.url.substr(0, req.url.find('/', req.url.find("://") + 3));
-          loc = base + (loc.front() == '/' ? "" : "/") + loc;
+        if (loc.find("://") == std::string::npos) {
+          loc = OriginOf(sent.url) + (loc.front() == '/' ? "" : "/") + loc;
         }
-        req.url = loc;  // Range and other headers stay; Authorization only on the origin
+        req.url = loc;
         if (code == 303) req.method = "GET";
         continue;
       }
       if (code == 401 && same_host && !auth_refreshed) {
+        // No challenge known yet, or the token went stale: learn it and try once more.
         LearnChallenge(*r);
         auth_refreshed = true;
-        ASSIGN_OR_RETURN(std::string auth, AuthHeader(scope, true));
-        if (!auth.empty()) continue;
-        return *r;
+        if (auth.rfind("Bearer ", 0) == 0) rejected_token = auth.substr(7);
+        ASSIGN_OR_RETURN(std::string again, AuthHeader(scope, rejected_token));
+        if (!again.empty() && again != auth) continue;
+        return r;
       }
-      if ((code >= 500 || code == 429) && attempt < config_.max_retries) {
-        Backoff(attempt++);
+      if (RetryableStatus(code) && attempt < config_.max_retries) {
+        Backoff(attempt++, *r);
         continue;
       }
       return r;
     }
   }
 
-  // Maps a final non-2xx response to a one-line error.
-  Status ErrorFor(const HttpResponse& r, const std::string& what) {
+  // Maps a final unexpected response to a one-line error. `what` names the object
+  // ("localhost:5000/app:1"), `unknown` is the 404 wording ("manifest unknown").
+  Status ErrorFor(const HttpResponse& r, const std::string& what, const std::string& unknown) {
     std::string text = RegistryErrorText(r);
     switch (r.status) {
       case 401: {
         auto cred = Credentials();
         if (cred.ok() && *cred) {
-          return Status::Unauthenticated(what + ": unauthorized: the registry rejected the "
-                                         "credentials for " + config_.host +
-                                         " (imagefs login " + config_.host + ")");
+          return Status::Unauthenticated(what + ": unauthorized: check the credentials for " +
+                                         config_.host + " (imagefs login " + config_.host + ")");
         }
         return Status::Unauthenticated(what + ": unauthorized: " + config_.host +
                                        " needs credentials (imagefs login " + config_.host + ")");
       }
       case 403:
-        return Status::PermissionDenied(what + ": access denied by " + config_.host + " (" + text + ")");
+        return Status::PermissionDenied(what + ": access denied by " + config_.host + " (" + text +
+                                        "): check that this account may pull it");
       case 404:
-        return Status::NotFound(what + ": " + text);
+        return Status::NotFound(what + ": " + unknown);
+      case 416:
+        return Status::Corruption(what + ": range not satisfiable (" + text + ")");
       default:
         return Status::Unavailable(what + ": " + config_.host + " answered HTTP " +
                                    std::to_string(r.status) + " (" + text + ")");
     }
   }
 
-  Result<HttpResponse> Send(const HttpRequest& req) {
+  // Sends one request, counting it, and words transport failures for a user.
+  Result<HttpResponse> Send(const HttpRequest& req, TransportError* kind_out = nullptr) {
     requests_.fetch_add(1);
-    return http_.Do(req);
+    TransportError kind = TransportError::kNone;
+    auto r = http_.Do(req, &kind);
+    if (kind_out != nullptr) *kind_out = kind;
+    if (r.ok()) return r;
+    return Explain(req, r.status(), kind);
   }
 
- private:
-  void Backoff(int attempt) {
-    auto delay = config_.retry_base_delay * (1 << std::min(attempt, 6));
+  void Backoff(int attempt, const std::optional<HttpResponse>& r) {
+    auto delay = config_.retry_base_delay * (int64_t{1} << std::min(attempt, 6));
+    if (r) {
+      if (auto after = ParseUint(r->Header("retry-after"))) {
+        auto wanted = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::seconds(std::min<uint64_t>(*after, kMaxRetryAfter.count())));
+        delay = std::max(delay, wanted);
+      }
+    }
     std::this_thread::sleep_for(delay);
   }
 
-  void LearnChallenge(const HttpResponse& r) {  // any lock state; takes challenge_mu_
+ private:
+  Status Explain(const HttpRequest& req, const Status& st, TransportError kind) const {
+    std::string host = HostOf(req.url);
+    std::string who = (host == config_.host ? "registry " : "") + host;
+    std::string why = st.message();
+    if (size_t colon = why.find(": "); colon != std::string::npos) why = why.substr(colon + 2);
+    switch (kind) {
+      case TransportError::kResolve:
+        return Status::Unavailable("unknown host " + HostName(host) +
+                                   ": check the registry name and DNS");
+      case TransportError::kRefused:
+        return Status::Unavailable("connection refused by " + host + ": is the registry running?");
+      case TransportError::kConnect:
+        return Status::Unavailable("cannot connect to " + host + " (" + why +
+                                   "): is the registry running?");
+      case TransportError::kConnectTimeout:
+        return Status::Timeout(who + " did not answer within " + Seconds(req.connect_timeout));
+      case TransportError::kStall:
+        return Status::Timeout(who + " did not answer within " + Seconds(req.stall_timeout));
+      case TransportError::kTls:
+        return Status::Unavailable("TLS with " + host + " failed (" + why +
+                                   "): add its CA to /etc/containers/certs.d/" + host +
+                                   "/ or use --cert-dir");
+      case TransportError::kReset:
+        return Status::Unavailable("connection to " + host + " broke (" + why + "): " +
+                                   req.method + " " + req.url);
+      default:
+        return st;
+    }
+  }
+
+  void LearnChallenge(const HttpResponse& r) {  // takes challenge_mu_
     auto range = r.headers_multi.equal_range("www-authenticate");
     std::vector<AuthChallenge> all;
     for (auto it = range.first; it != range.second; ++it) {
       auto parsed = ParseWwwAuthenticate(it->second);
       if (parsed.ok()) all.insert(all.end(), parsed->begin(), parsed->end());
     }
-    std::lock_guard<std::mutex> lock(challenge_mu_);
+    std::optional<AuthChallenge> chosen;
     for (const auto& c : all) {
-      if (c.scheme == "bearer" || c.scheme == "basic") {
-        challenge_ = c;
-        if (c.scheme == "bearer") break;  // prefer Bearer when both are offered
+      if (c.scheme == "bearer") {  // preferred when both are offered
+        chosen = c;
+        break;
       }
+      if (c.scheme == "basic" && !chosen) chosen = c;
     }
+    if (!chosen) return;
+    std::lock_guard<std::mutex> lock(challenge_mu_);
+    challenge_ = std::move(chosen);
   }
 
-  Result<std::optional<Credential>> Credentials() {
+  Result<std::optional<Credential>> Credentials() {  // takes cred_mu_
     std::lock_guard<std::mutex> lock(cred_mu_);
     if (!cred_loaded_) {
       std::string host = config_.host == "registry-1.docker.io" ? "docker.io" : config_.host;
@@ -305,8 +435,9 @@ class Core : public std::enable_shared_from_this<Core> {
     return cred_;
   }
 
-  // "" when no challenge is known yet (try anonymously first).
-  Result<std::string> AuthHeader(const std::string& scope, bool refresh) {
+  // The Authorization value for `scope`; "" when no challenge is known (anonymous first).
+  // A token equal to `rejected` is not reused. Lock order: token_fetch_mu_, then token_mu_.
+  Result<std::string> AuthHeader(const std::string& scope, const std::string& rejected) {
     std::optional<AuthChallenge> ch;
     {
       std::lock_guard<std::mutex> lock(challenge_mu_);
@@ -315,16 +446,21 @@ class Core : public std::enable_shared_from_this<Core> {
     if (!ch) return std::string();
     ASSIGN_OR_RETURN(std::optional<Credential> cred, Credentials());
     if (ch->scheme == "basic") {
-      if (!cred) return std::string();
+      if (!cred || cred->username.empty()) return std::string();
       return "Basic " + Base64Encode(cred->username + ":" + cred->password);
     }
-    {
+    auto cached = [&]() -> std::optional<std::string> {
       std::lock_guard<std::mutex> lock(token_mu_);
       auto it = tokens_.find(scope);
-      if (!refresh && it != tokens_.end() && it->second.expires > Clock::now()) {
-        return "Bearer " + it->second.value;
+      if (it != tokens_.end() && it->second.expires > Clock::now() && it->second.value != rejected) {
+        return it->second.value;
       }
-    }
+      return std::nullopt;
+    };
+    if (auto t = cached()) return "Bearer " + *t;
+    // One fetch at a time: concurrent range reads wait for the first token, not a flood.
+    std::lock_guard<std::mutex> fetch_lock(token_fetch_mu_);
+    if (auto t = cached()) return "Bearer " + *t;
     ASSIGN_OR_RETURN(Token token, FetchToken(*ch, scope, cred));
     std::lock_guard<std::mutex> lock(token_mu_);
     tokens_[scope] = token;
@@ -337,35 +473,49 @@ class Core : public std::enable_shared_from_this<Core> {
     if (realm == ch.params.end() || realm->second.empty()) {
       return Status::Unavailable(config_.host + ": Bearer challenge without a realm");
     }
-    std::string url = realm->second;
-    char sep = url.find('?') == std::string::npos ? '?' : '&';
-    if (auto service = ch.params.find("service"); service != ch.params.end()) {
-      url += sep + std::string("service=") + UrlEncode(service->second);
-      sep = '&';
+    std::string service;
+    if (auto it = ch.params.find("service"); it != ch.params.end()) service = it->second;
+    HttpRequest req = NewRequest("GET", realm->second);
+    if (HostOf(req.url) != config_.host) {
+      req.tls = TlsOptions{};
+      req.tls.verify = !config_.insecure;
     }
-    if (!scope.empty()) url += sep + std::string("scope=") + UrlEncode(scope);
-    HttpRequest req;
-    req.url = url;
-    req.tls = HostOf(url) == config_.host ? tls_ : TlsOptions{};
-    if (config_.insecure) req.tls.verify = false;
-    if (cred && !cred->username.empty()) {
-      req.headers.emplace_back("Authorization",
-                               "Basic " + Base64Encode(cred->username + ":" + cred->password));
+    if (cred && !cred->identity_token.empty()) {
+      // OAuth2 refresh token (docker login with an identity provider).
+      req.method = "POST";
+      req.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+      req.body = "grant_type=refresh_token&client_id=imagefs&refresh_token=" +
+                 UrlEncode(cred->identity_token) + "&service=" + UrlEncode(service);
+      if (!scope.empty()) req.body += "&scope=" + UrlEncode(scope);
+    } else {
+      char sep = req.url.find('?') == std::string::npos ? '?' : '&';
+      if (!service.empty()) {
+        req.url += sep + std::string("service=") + UrlEncode(service);
+        sep = '&';
+      }
+      if (!scope.empty()) req.url += sep + std::string("scope=") + UrlEncode(scope);
+      if (cred && !cred->username.empty()) {
+        req.headers.emplace_back("Authorization",
+                                 "Basic " + Base64Encode(cred->username + ":" + cred->password));
+      }
     }
     Result<HttpResponse> r = Status::Internal("unreachable");
     for (int attempt = 0;; ++attempt) {
-      r = Send(req);
-      bool again = !r.ok() ? Retryable(r.status()) : (r->status >= 500 || r->status == 429);
+      TransportError kind = TransportError::kNone;
+      r = Send(req, &kind);
+      bool again = !r.ok() ? RetryableTransport(kind) : RetryableStatus(r->status);
       if (!again || attempt >= config_.max_retries) break;
-      Backoff(attempt);
+      Backoff(attempt, r.ok() ? std::optional<HttpResponse>(*r) : std::nullopt);
     }
     if (!r.ok()) return r.status().WithContext("token server for " + config_.host);
     if (r->status == 401 || r->status == 403) {
-      return Status::Unauthenticated(
-          cred ? "unauthorized: the token server for " + config_.host +
-                     " rejected the credentials (imagefs login " + config_.host + ")"
-               : "unauthorized: " + config_.host + " needs credentials (imagefs login " +
-                     config_.host + ")");
+      if (cred) {
+        return Status::Unauthenticated("unauthorized: the token server for " + config_.host +
+                                       " rejected the credentials: check them (imagefs login " +
+                                       config_.host + ")");
+      }
+      return Status::Unauthenticated("unauthorized: " + config_.host +
+                                     " needs credentials (imagefs login " + config_.host + ")");
     }
     if (r->status != 200) {
       return Status::Unavailable("token server for " + config_.host + " answered HTTP " +
@@ -384,12 +534,13 @@ class Core : public std::enable_shared_from_this<Core> {
     if (t.value.empty()) {
       return Status::Unavailable("token server for " + config_.host + " sent no token");
     }
-    int64_t expires_in = 60;
-    if (j.contains("expires_in") && j["expires_in"].is_number_integer()) {
-      expires_in = std::max<int64_t>(j["expires_in"].get<int64_t>(), 10);
+    int64_t expires_in = 60;  // the token spec's default
+    if (j.contains("expires_in") && j["expires_in"].is_number()) {
+      expires_in = std::max<int64_t>(j["expires_in"].get<int64_t>(), 1);
     }
-    // Refresh a little early so a long read doesn't start with a token about to lapse.
-    t.expires = Clock::now() + std::chrono::seconds(expires_in - std::min<int64_t>(expires_in / 10, 30));
+    // Renew a little early so a long read does not start with a token about to lapse.
+    int64_t margin = std::min<int64_t>(expires_in / 10, 30);
+    t.expires = Clock::now() + std::chrono::seconds(expires_in - margin);
     return t;
   }
 
@@ -397,7 +548,6 @@ class Core : public std::enable_shared_from_this<Core> {
   TlsOptions tls_;
   HttpClient http_;
   std::atomic<uint64_t> requests_{0};
-  bool streamed_ = false;
 
   std::mutex mu_;  // guards base_url_
   std::string base_url_;
@@ -406,11 +556,15 @@ class Core : public std::enable_shared_from_this<Core> {
   std::mutex cred_mu_;  // guards cred_, cred_loaded_
   std::optional<Credential> cred_;
   bool cred_loaded_ = false;
-  std::mutex token_mu_;  // guards tokens_
+  std::mutex token_fetch_mu_;  // held while fetching a token; taken before token_mu_
+  std::mutex token_mu_;        // guards tokens_
   std::map<std::string, Token> tokens_;
 };
 
-std::string PullScope(const std::string& repository) { return "repository:" + repository + ":pull"; }
+std::string BlobName(const std::string& host, const std::string& repository,
+                     const std::string& digest) {
+  return host + "/" + repository + "@" + digest;
+}
 
 class RegistryBlobSource final : public BlobSource {
  public:
@@ -430,15 +584,20 @@ class RegistryBlobSource final : public BlobSource {
   Status ReadRanges(std::span<const ByteRange> ranges,
                     std::span<const std::span<uint8_t>> outs) override {
     if (ranges.size() != outs.size()) return Status::Internal("ReadRanges: size mismatch");
-    for (const auto& r : ranges) {
-      if (r.end() > size_) {
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      const ByteRange& r = ranges[i];
+      if (r.end() > size_ || r.end() < r.offset) {
         return Status::Corruption(Describe() + ": range " + std::to_string(r.offset) + "+" +
-                                  std::to_string(r.length) + " is past the end");
+                                  std::to_string(r.length) + " is past the end (" +
+                                  std::to_string(size_) + " bytes)");
       }
+      if (outs[i].size() != r.length) return Status::Internal("ReadRanges: buffer size mismatch");
     }
-    // Sort by offset and group neighbours closer than kCoalesceGap into one request.
-    std::vector<size_t> order(ranges.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    // Sort by offset and merge neighbours closer than kCoalesceGap into one request.
+    std::vector<size_t> order;
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      if (ranges[i].length > 0) order.push_back(i);
+    }
     std::sort(order.begin(), order.end(),
               [&](size_t a, size_t b) { return ranges[a].offset < ranges[b].offset; });
     struct Group {
@@ -448,76 +607,126 @@ class RegistryBlobSource final : public BlobSource {
     std::vector<Group> groups;
     for (size_t i : order) {
       const ByteRange& r = ranges[i];
-      if (r.length == 0) continue;
-      if (!groups.empty() && r.offset <= groups.back().end + kCoalesceGap) {
-        groups.back().end = std::max(groups.back().end, r.end());
-        groups.back().members.push_back(i);
-      } else {
-        groups.push_back({r.offset, r.end(), {i}});
+      if (!groups.empty()) {
+        Group& g = groups.back();
+        uint64_t merged_end = std::max(g.end, r.end());
+        if (r.offset < g.end + kCoalesceGap && merged_end - g.begin <= kMaxCoalesced) {
+          g.end = merged_end;
+          g.members.push_back(i);
+          continue;
+        }
       }
+      groups.push_back({r.offset, r.end(), {i}});
     }
     std::vector<Status> results(groups.size());
     auto run = [&](size_t g) {
       const Group& grp = groups[g];
+      if (grp.members.size() == 1) {
+        results[g] = Fetch(grp.begin, grp.end - grp.begin, outs[grp.members[0]].data());
+        return;
+      }
       std::vector<uint8_t> buf(grp.end - grp.begin);
-      Status st = Fetch(grp.begin, buf.size(), buf.data());
-      if (st.ok()) {
-        for (size_t i : grp.members) {
-          std::copy_n(buf.data() + (ranges[i].offset - grp.begin), ranges[i].length, outs[i].data());
-        }
+      results[g] = Fetch(grp.begin, buf.size(), buf.data());
+      if (!results[g].ok()) return;
+      for (size_t i : grp.members) {
+        std::copy_n(buf.data() + (ranges[i].offset - grp.begin), ranges[i].length, outs[i].data());
       }
-      results[g] = st;
     };
-    if (groups.size() == 1) {
-      run(0);
-    } else {
-      std::atomic<size_t> next{0};
-      std::vector<std::thread> workers;
-      for (size_t w = 0; w < std::min(kMaxInFlight, groups.size()); ++w) {
-        workers.emplace_back([&] {
-          for (size_t g = next++; g < groups.size(); g = next++) run(g);
-        });
-      }
-      for (auto& t : workers) t.join();
-    }
+    // Up to kMaxInFlight requests at once: this thread plus helpers pulling from a counter.
+    std::atomic<size_t> next{0};
+    auto worker = [&] {
+      for (size_t g = next++; g < groups.size(); g = next++) run(g);
+    };
+    std::vector<std::thread> helpers;
+    size_t want = std::min(kMaxInFlight, groups.size());
+    for (size_t w = 1; w < want; ++w) helpers.emplace_back(worker);
+    worker();
+    for (auto& t : helpers) t.join();
     for (const Status& st : results) RETURN_IF_ERROR(st);
     return Status::Ok();
   }
 
   std::string Describe() const override {
-    return "registry blob " + core_->config().host + "/" + repository_ + "@" + digest_;
+    return "registry blob " + BlobName(core_->host(), repository_, digest_);
   }
 
  private:
+  // Reads [offset, offset+len) straight into out, checking the response covers exactly it.
   Status Fetch(uint64_t offset, uint64_t len, uint8_t* out) {
-    HttpRequest req;
-    req.url = core_->BaseUrl() + "/v2/" + repository_ + "/blobs/" + digest_;
-    req.headers.emplace_back("Range", "bytes=" + std::to_string(offset) + "-" +
-                                          std::to_string(offset + len - 1));
-    ASSIGN_OR_RETURN(HttpResponse r, core_->Authorized(req, PullScope(repository_)));
-    std::string_view body = r.body;
-    if (r.status == 200) {
-      // A server that ignores Range sends the whole blob.
-      if (body.size() != size_) {
-        return Status::Corruption(Describe() + ": got " + std::to_string(body.size()) +
-                                  " bytes for the whole blob, expected " + std::to_string(size_));
+    const uint64_t last = offset + len - 1;
+    std::string range = std::to_string(offset) + "-" + std::to_string(last);
+    HttpRequest req = core_->NewRequest(
+        "GET", core_->BaseUrl() + "/v2/" + repository_ + "/blobs/" + digest_);
+    req.headers.emplace_back("Range", "bytes=" + range);
+    // Per response (a redirect or retry starts a new one): where our window starts in the
+    // body, how much of it arrived, and what went wrong.
+    uint64_t skip = 0;
+    uint64_t got = 0;
+    bool whole = false;
+    std::string bad;
+    req.on_headers = [&](const HttpResponse& h) {
+      skip = 0;
+      got = 0;
+      whole = false;
+      bad.clear();
+      if (h.status == 206) {
+        auto cr = ParseContentRange(h.Header("content-range"));
+        if (!cr || cr->first != offset || cr->second != last) {
+          bad = "asked for bytes " + range + ", got Content-Range \"" + h.Header("content-range") + "\"";
+          return false;
+        }
+      } else if (h.status == 200) {
+        // The server ignored Range and sends the whole blob: keep our window of it.
+        auto length = ParseUint(h.Header("content-length"));
+        if (length && *length != size_) {
+          bad = "the registry sent the whole blob of " + std::to_string(*length) +
+                " bytes instead of range " + range + ", but the blob should have " +
+                std::to_string(size_);
+          return false;
+        }
+        whole = true;
+        skip = offset;
       }
-      body = body.substr(offset, len);
-    } else if (r.status == 206) {
-      if (body.size() != len) {
-        return Status::Corruption(Describe() + ": range " + std::to_string(offset) + "+" +
-                                  std::to_string(len) + " returned " + std::to_string(body.size()) +
+      return true;
+    };
+    req.on_data = [&](const char* data, size_t n) {
+      if (skip > 0) {
+        size_t drop = static_cast<size_t>(std::min<uint64_t>(skip, n));
+        skip -= drop;
+        data += drop;
+        n -= drop;
+      }
+      if (got + n > len) {
+        if (!whole) {
+          bad = "range " + range + " returned more than " + std::to_string(len) + " bytes";
+          return false;
+        }
+        n = static_cast<size_t>(len - got);
+      }
+      std::copy_n(data, n, out + got);
+      got += n;
+      // Whole-blob answer: stop once our window is in rather than download the rest.
+      return !(whole && got == len);
+    };
+    auto r = core_->Authorized(std::move(req), PullScope(repository_));
+    if (!bad.empty()) return Status::Corruption(Describe() + ": " + bad);
+    if (!r.ok()) {
+      if (whole && got == len) return Status::Ok();  // we stopped it ourselves
+      return r.status().WithContext("reading " + Describe() + " bytes " + range);
+    }
+    if (r->status == 206 || r->status == 200) {
+      if (got != len) {
+        return Status::Corruption(Describe() + ": range " + range + " returned " +
+                                  std::to_string(got) + " of " + std::to_string(len) +
                                   " bytes (truncated blob?)");
       }
-    } else if (r.status == 416) {
-      return Status::Corruption(Describe() + ": range " + std::to_string(offset) + "+" +
-                                std::to_string(len) + " is past the end of the stored blob "
-                                "(truncated blob?)");
-    } else {
-      return core_->ErrorFor(r, Describe());
+      return Status::Ok();
     }
-    std::copy(body.begin(), body.end(), out);
-    return Status::Ok();
+    if (r->status == 416) {
+      return Status::Corruption(Describe() + ": range " + range +
+                                " is past the end of the stored blob (truncated blob?)");
+    }
+    return core_->ErrorFor(*r, BlobName(core_->host(), repository_, digest_), "blob unknown");
   }
 
   std::shared_ptr<Core> core_;
@@ -538,19 +747,13 @@ class RegistryClientImpl final : public RegistryClient {
 
   Result<ManifestResponse> GetManifest(const std::string& repository,
                                        const std::string& tag_or_digest) override {
-    HttpRequest req;
-    req.url = core_->BaseUrl() + "/v2/" + repository + "/manifests/" + tag_or_digest;
     RETURN_IF_ERROR(core_->Ping());
-    req.url = core_->BaseUrl() + "/v2/" + repository + "/manifests/" + tag_or_digest;
+    HttpRequest req = core_->NewRequest(
+        "GET", core_->BaseUrl() + "/v2/" + repository + "/manifests/" + tag_or_digest);
     req.headers.emplace_back("Accept", ManifestAcceptHeader());
     std::string what = Name(repository, tag_or_digest);
-    ASSIGN_OR_RETURN(HttpResponse r, core_->Authorized(req, PullScope(repository)));
-    if (r.status != 200) {
-      if (r.status == 404) {
-        return Status::NotFound(what + ": manifest unknown: check the name and tag");
-      }
-      return core_->ErrorFor(r, what);
-    }
+    ASSIGN_OR_RETURN(HttpResponse r, core_->Authorized(std::move(req), PullScope(repository)));
+    if (r.status != 200) return core_->ErrorFor(r, what, "manifest unknown");
     ManifestResponse out;
     out.bytes = std::move(r.body);
     out.content_type = r.Header("content-type");
@@ -560,23 +763,23 @@ class RegistryClientImpl final : public RegistryClient {
 
   Result<uint64_t> BlobSize(const std::string& repository, const std::string& digest) override {
     RETURN_IF_ERROR(core_->Ping());
-    HttpRequest req;
-    req.method = "HEAD";
-    req.url = core_->BaseUrl() + "/v2/" + repository + "/blobs/" + digest;
-    ASSIGN_OR_RETURN(HttpResponse r, core_->Authorized(req, PullScope(repository)));
-    if (r.status != 200) {
-      if (r.status == 404) return Status::NotFound(Name(repository, digest) + ": blob unknown");
-      return core_->ErrorFor(r, Name(repository, digest));
+    HttpRequest req =
+        core_->NewRequest("HEAD", core_->BaseUrl() + "/v2/" + repository + "/blobs/" + digest);
+    std::string what = BlobName(core_->host(), repository, digest);
+    ASSIGN_OR_RETURN(HttpResponse r, core_->Authorized(std::move(req), PullScope(repository)));
+    if (r.status != 200) return core_->ErrorFor(r, what, "blob unknown");
+    auto len = ParseUint(r.Header("content-length"));
+    if (!len) {
+      return Status::Unavailable(what + ": the registry sent no usable Content-Length (\"" +
+                                 r.Header("content-length") + "\")");
     }
-    std::string len = r.Header("content-length");
-    if (len.empty()) return Status::Unavailable(Name(repository, digest) + ": no Content-Length");
-    return static_cast<uint64_t>(std::stoull(len));
+    return *len;
   }
 
   Result<std::unique_ptr<BlobSource>> OpenBlob(const std::string& repository,
                                                const std::string& digest, int64_t size) override {
     RETURN_IF_ERROR(core_->Ping());
-    uint64_t n;
+    uint64_t n = 0;
     if (size < 0) {
       ASSIGN_OR_RETURN(n, BlobSize(repository, digest));
     } else {
@@ -586,36 +789,77 @@ class RegistryClientImpl final : public RegistryClient {
         std::make_unique<RegistryBlobSource>(core_, repository, digest, n));
   }
 
+  // Streams the blob; a connection that breaks mid-way resumes with a Range request from
+  // the first byte not yet delivered, so the sink sees every byte exactly once.
   Status GetBlob(const std::string& repository, const std::string& digest,
                  const std::function<bool(const char*, size_t)>& sink) override {
     RETURN_IF_ERROR(core_->Ping());
-    HttpRequest req;
-    req.url = core_->BaseUrl() + "/v2/" + repository + "/blobs/" + digest;
-    bool started = false;
-    long status = 0;
-    req.on_data = [&](const char* data, size_t n) {
-      started = true;
-      return sink(data, n);
-    };
-    (void)status;
-    ASSIGN_OR_RETURN(HttpResponse r, core_->Authorized(req, PullScope(repository)));
-    if (r.status != 200) {
-      if (r.status == 404) return Status::NotFound(Name(repository, digest) + ": blob unknown");
-      return core_->ErrorFor(r, Name(repository, digest));
+    std::string what = BlobName(core_->host(), repository, digest);
+    uint64_t delivered = 0;
+    for (int attempt = 0;; ++attempt) {
+      HttpRequest req =
+          core_->NewRequest("GET", core_->BaseUrl() + "/v2/" + repository + "/blobs/" + digest);
+      if (delivered > 0) req.headers.emplace_back("Range", "bytes=" + std::to_string(delivered) + "-");
+      uint64_t skip = 0;
+      bool sink_stopped = false;
+      std::string bad;
+      req.on_headers = [&](const HttpResponse& h) {
+        skip = 0;
+        if (h.status == 200) {
+          skip = delivered;  // the whole blob again: drop what the sink already has
+        } else if (h.status == 206) {
+          auto cr = ParseContentRange(h.Header("content-range"));
+          if (!cr || cr->first > delivered) {
+            bad = "resuming at byte " + std::to_string(delivered) + " got Content-Range \"" +
+                  h.Header("content-range") + "\"";
+            return false;
+          }
+          skip = delivered - cr->first;
+        }
+        return true;
+      };
+      req.on_data = [&](const char* data, size_t n) {
+        if (skip > 0) {
+          size_t drop = static_cast<size_t>(std::min<uint64_t>(skip, n));
+          skip -= drop;
+          data += drop;
+          n -= drop;
+        }
+        if (n == 0) return true;
+        delivered += n;
+        if (!sink(data, n)) {
+          sink_stopped = true;
+          return false;
+        }
+        return true;
+      };
+      auto r = core_->Authorized(std::move(req), PullScope(repository), /*retry_transport=*/false);
+      if (!bad.empty()) return Status::Corruption(what + ": " + bad);
+      if (sink_stopped) return Status::Unavailable(what + ": download stopped by the receiver");
+      if (!r.ok()) {
+        bool transient = r.status().code() == Code::kUnavailable || r.status().code() == Code::kTimeout;
+        if (transient && r.status().message().find("unknown host") != 0 &&
+            r.status().message().find("TLS with") != 0 && attempt < core_->config().max_retries) {
+          core_->Backoff(attempt, std::nullopt);
+          continue;
+        }
+        return r.status().WithContext("downloading " + what);
+      }
+      if (r->status == 200 || r->status == 206) return Status::Ok();
+      return core_->ErrorFor(*r, what, "blob unknown");
     }
-    (void)started;
-    return Status::Ok();
   }
 
   Result<std::vector<std::string>> ListTags(const std::string& repository) override {
     RETURN_IF_ERROR(core_->Ping());
     std::vector<std::string> tags;
     std::string url = core_->BaseUrl() + "/v2/" + repository + "/tags/list";
-    for (int page = 0; page < 100 && !url.empty(); ++page) {
-      HttpRequest req;
-      req.url = url;
-      ASSIGN_OR_RETURN(HttpResponse r, core_->Authorized(req, PullScope(repository)));
-      if (r.status != 200) return core_->ErrorFor(r, core_->config().host + "/" + repository);
+    for (int page = 0; page < 1000 && !url.empty(); ++page) {
+      ASSIGN_OR_RETURN(HttpResponse r,
+                       core_->Authorized(core_->NewRequest("GET", url), PullScope(repository)));
+      if (r.status != 200) {
+        return core_->ErrorFor(r, core_->host() + "/" + repository, "repository unknown");
+      }
       auto j = nlohmann::json::parse(r.body, nullptr, false);
       if (j.is_object() && j.contains("tags") && j["tags"].is_array()) {
         for (const auto& t : j["tags"]) {
@@ -628,7 +872,7 @@ class RegistryClientImpl final : public RegistryClient {
       size_t lt = link.find('<'), gt = link.find('>');
       if (lt != std::string::npos && gt != std::string::npos && gt > lt) {
         std::string next = link.substr(lt + 1, gt - lt - 1);
-        url = next.rfind("http", 0) == 0 ? next : core_->BaseUrl() + next;
+        url = next.find("://") != std::string::npos ? next : core_->BaseUrl() + next;
       }
     }
     return tags;
@@ -636,8 +880,8 @@ class RegistryClientImpl final : public RegistryClient {
 
  private:
   std::string Name(const std::string& repository, const std::string& ref) const {
-    std::string sep = ref.rfind("sha256:", 0) == 0 ? "@" : ":";
-    return core_->config().host + "/" + repository + sep + ref;
+    std::string sep = ref.find(':') != std::string::npos ? "@" : ":";
+    return core_->host() + "/" + repository + sep + ref;
   }
 
   std::shared_ptr<Core> core_;

@@ -37,8 +37,13 @@ struct RegistryEndpointConfig {
   // /etc/docker/certs.d/HOST (skopeo's --cert-dir).
   std::string certs_dir_override;
   AuthEnv auth_env;
+  // Retries after the first attempt for 5xx/429/broken connections; the delay doubles
+  // from retry_base_delay (a Retry-After of up to 10 s is honoured).
   int max_retries = 4;
   std::chrono::milliseconds retry_base_delay{200};
+  std::chrono::milliseconds connect_timeout{10000};
+  // A request fails with kTimeout when no byte arrives for this long.
+  std::chrono::milliseconds stall_timeout{20000};
 };
 
 struct ManifestResponse {
@@ -62,6 +67,9 @@ class RegistryClient {
   // HEAD on a blob; returns its size.
   virtual Result<uint64_t> BlobSize(const std::string& repository, const std::string& digest) = 0;
   // Range-reading BlobSource for a blob of known size (size < 0: learned with HEAD).
+  // ReadAt sends one "Range: bytes=a-b" GET. ReadRanges merges ranges whose gap is under
+  // 64 KiB into one request (up to 16 MiB each) and keeps up to 8 requests in flight.
+  // Every response's length is checked. The source may outlive the client.
   virtual Result<std::unique_ptr<BlobSource>> OpenBlob(const std::string& repository,
                                                        const std::string& digest,
                                                        int64_t size) = 0;
@@ -75,7 +83,8 @@ class RegistryClient {
   // anonymously for some scopes (Bearer: fetch a token without scope and retry /v2/).
   // kUnauthenticated when the registry rejects them.
   virtual Status CheckCredentials() = 0;
-  // HTTP requests sent so far (tests assert coalescing with it).
+  // HTTP requests sent so far, to any host (pings, token fetches, redirects and retries
+  // included; tests assert coalescing with it).
   virtual uint64_t RequestCount() const = 0;
 
  protected:

@@ -102,6 +102,7 @@ Result<std::unique_ptr<ImageSource>> OpenRegistrySource(const ImageRef& image,
       config.insecure = ep.insecure || IsInsecureHost(options, ep.host);
       config.auth_env = options.auth_env;
       config.certs_dir_override = options.cert_dir;
+      config.stall_timeout = options.request_timeout;
       ASSIGN_OR_RETURN(auto client, RegistryClient::Create(config));
       auto source = std::make_unique<RegistrySource>(ref, std::move(client), ep);
       Status st = source->Prime();
