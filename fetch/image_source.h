@@ -52,7 +52,8 @@ struct FetchOptions {
   std::string cert_dir;
   AuthEnv auth_env = AuthEnv::FromProcess();
   std::optional<Platform> platform;  // default: Platform::Host()
-  std::chrono::seconds request_timeout{30};
+  // A request fails when no byte arrives for this long (a hung registry fails within 30 s).
+  std::chrono::seconds request_timeout{20};
 };
 
 class ImageSource {
