@@ -203,6 +203,27 @@ TEST_P(RegistryFlavorTest, LogoutForgetsTheCredentials) {
   EXPECT_EQ(Run({"logout", reg_->host()}).exit_code, 1);
 }
 
+TEST_P(RegistryFlavorTest, InsecureRegistryFlagSkipsTlsVerification) {
+  if (!reg_->tls()) GTEST_SKIP() << "plain registry has no TLS";
+  // No CA anywhere: verification fails unless the registry is marked insecure.
+  std::vector<std::string> base = {"--root", root_, "--insecure-registry", reg_->host()};
+  auto with = [&](std::vector<std::string> args, const std::string& in = "") {
+    std::vector<std::string> all = base;
+    all.insert(all.end(), args.begin(), args.end());
+    return RunImagefs(all, env_, in);
+  };
+  ProcessResult login = with({"login", "-u", reg_->username(), "--password-stdin", reg_->host()},
+                             reg_->password() + "\n");
+  ASSERT_EQ(login.exit_code, 0) << login.Describe();
+  ProcessResult r = with({"inspect", reg_->host() + "/test/busybox:latest"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  // The same through registries.conf's `insecure = true`.
+  ASSERT_TRUE(WriteFileAtomic(tmp_ + "/registries.conf", "[[registry]]\nlocation = \"" + reg_->host() +
+                                                             "\"\ninsecure = true\n").ok());
+  ProcessResult conf = RunImagefs({"--root", root_, "inspect", reg_->host() + "/test/busybox:latest"}, env_);
+  EXPECT_EQ(conf.exit_code, 0) << conf.Describe();
+}
+
 // Removes a directory tree when it goes out of scope, also when an assertion fails.
 struct ScopedDir {
   std::string path;
@@ -349,6 +370,9 @@ TEST_F(PlainRegistryTest, OciLayoutTransportMatchesSkopeo) {
   ProcessResult pull = Run({"pull", layout});
   EXPECT_EQ(pull.exit_code, 0) << pull.Describe();
   EXPECT_EQ(CheckBlobs(root_), 5);
+  ProcessResult raw = Run({"inspect", "--raw", layout});
+  ASSERT_EQ(raw.exit_code, 0) << raw.Describe();
+  EXPECT_EQ("sha256:" + Digest::Sha256Of(std::string_view(raw.stdout_text)).hex(), j["Digest"]);
   ProcessResult bad = Run({"inspect", "oci:" + *images_ + "/busybox:nope"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.stderr_text.find("no image tagged \"nope\""), std::string::npos) << bad.stderr_text;
