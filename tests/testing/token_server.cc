@@ -1,5 +1,7 @@
 #include "tests/testing/token_server.h"
 
+#include "fetch/auth.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -78,14 +80,7 @@ std::string OpenSslError() {
 
 }  // namespace
 
-std::string Base64Encode(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
+std::string Base64Encode(std::string_view data) { return fetch::Base64Encode(data); }
 
 std::string Base64UrlEncode(std::string_view data) {
   std::string out = Base64Encode(data);
@@ -103,16 +98,7 @@ Result<std::string> Base64Decode(std::string_view text) {
     if (c == '-') c = '+';
     else if (c == '_') c = '/';
   }
-  while (in.size() % 4 != 0) in += '=';
-  std::string out(in.size() / 4 * 3 + 1, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()),
-                          static_cast<int>(in.size()));
-  if (n < 0) return Status::InvalidArgument("bad base64");
-  size_t pad = 0;
-  for (size_t i = in.size(); i > 0 && in[i - 1] == '='; --i) ++pad;
-  out.resize(static_cast<size_t>(n) - std::min<size_t>(pad, static_cast<size_t>(n)));
-  return out;
+  return fetch::Base64Decode(in);
 }
 
 Result<std::unique_ptr<TokenServer>> TokenServer::Start(const TokenServerOptions& options) {
