@@ -1,129 +1,362 @@
+// Registry authentication without the network: WWW-Authenticate challenges (RFC 7235), the
+// credential files podman and docker write, docker-credential-* helpers, and base64.
+
 #include "fetch/auth.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cctype>
-#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "util/file.h"
+#include "util/unique_fd.h"
+
+extern char** environ;
 
 namespace imagefs::fetch {
 namespace {
 
 using Json = nlohmann::json;
 
+constexpr std::string_view kDockerHub = "docker.io";
+// The server URL docker login and credential helpers use for Docker Hub.
+constexpr std::string_view kDockerHubServerUrl = "https://index.docker.io/v1/";
+
+char LowerChar(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
 std::string Lower(std::string_view s) {
   std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  for (char& c : out) c = LowerChar(c);
   return out;
 }
 
-bool IsTokenChar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) ||
-         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+bool IsAlnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
-// "https://index.docker.io/v1/" -> "index.docker.io"; "host:5000/x" -> "host:5000".
+// RFC 7230 tchar.
+bool IsTokenChar(char c) {
+  return IsAlnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+// RFC 7235 token68 characters (before the trailing '=' padding).
+bool IsToken68Char(char c) {
+  return IsAlnum(c) || std::string_view("-._~+/").find(c) != std::string_view::npos;
+}
+
+bool IsSpace(char c) { return c == ' ' || c == '\t'; }
+
+// ---- WWW-Authenticate ------------------------------------------------------------------
+
+class ChallengeParser {
+ public:
+  explicit ChallengeParser(std::string_view header) : h_(header) {}
+
+  Result<std::vector<AuthChallenge>> Parse() {
+    std::vector<AuthChallenge> out;
+    while (true) {
+      SkipSpaceAndCommas();
+      if (AtEnd()) break;
+      std::string_view scheme = Token();
+      if (scheme.empty()) return Bad("expected an auth scheme at offset " + std::to_string(i_));
+      AuthChallenge ch;
+      ch.scheme = Lower(scheme);
+      if (!AtEnd() && !IsSpace(h_[i_]) && h_[i_] != ',') {
+        return Bad("unexpected '" + std::string(1, h_[i_]) + "' after scheme \"" +
+                   std::string(scheme) + "\"");
+      }
+      SkipSpace();
+      if (!TryToken68(ch)) RETURN_IF_ERROR(Params(ch));
+      out.push_back(std::move(ch));
+    }
+    if (out.empty()) return Bad("no challenge");
+    return out;
+  }
+
+ private:
+  bool AtEnd() const { return i_ >= h_.size(); }
+  void SkipSpace() {
+    while (!AtEnd() && IsSpace(h_[i_])) ++i_;
+  }
+  void SkipSpaceAndCommas() {
+    while (!AtEnd() && (IsSpace(h_[i_]) || h_[i_] == ',')) ++i_;
+  }
+  std::string_view Token() {
+    size_t start = i_;
+    while (!AtEnd() && IsTokenChar(h_[i_])) ++i_;
+    return h_.substr(start, i_ - start);
+  }
+  Status Bad(const std::string& why) const {
+    return Status::Corruption("bad WWW-Authenticate header \"" + std::string(h_) + "\": " + why);
+  }
+
+  // "Scheme token68": token68 characters, optional '=' padding, then the end or a comma.
+  bool TryToken68(AuthChallenge& ch) {
+    size_t j = i_;
+    while (j < h_.size() && IsToken68Char(h_[j])) ++j;
+    if (j == i_) return false;
+    size_t k = j;
+    while (k < h_.size() && h_[k] == '=') ++k;
+    size_t m = k;
+    while (m < h_.size() && IsSpace(h_[m])) ++m;
+    if (m < h_.size() && h_[m] != ',') return false;  // "name=value" or another scheme
+    ch.token68 = std::string(h_.substr(i_, k - i_));
+    i_ = m;
+    return true;
+  }
+
+  // #auth-param: name BWS "=" BWS (token | quoted-string), comma separated. Stops before a
+  // token not followed by '=' (the next challenge's scheme).
+  Status Params(AuthChallenge& ch) {
+    while (true) {
+      SkipSpace();
+      if (AtEnd() || h_[i_] == ',') return Status::Ok();  // "Basic, Bearer ...": no params
+      size_t name_start = i_;
+      std::string name = Lower(Token());
+      SkipSpace();
+      if (name.empty()) return Bad("expected a parameter name at offset " + std::to_string(i_));
+      if (AtEnd() || h_[i_] != '=') {
+        i_ = name_start;  // the next challenge starts here
+        return Status::Ok();
+      }
+      ++i_;  // '='
+      SkipSpace();
+      std::string value;
+      if (!AtEnd() && h_[i_] == '"') {
+        ASSIGN_OR_RETURN(value, QuotedString());
+      } else {
+        // Leniently up to the next comma or space: some registries send realm=https://x/y.
+        size_t start = i_;
+        while (!AtEnd() && h_[i_] != ',' && !IsSpace(h_[i_])) ++i_;
+        value = std::string(h_.substr(start, i_ - start));
+      }
+      ch.params.emplace(std::move(name), std::move(value));  // the first occurrence wins
+      SkipSpace();
+      if (AtEnd()) return Status::Ok();
+      if (h_[i_] != ',') {
+        return Bad("expected ',' after parameter at offset " + std::to_string(i_));
+      }
+      SkipSpaceAndCommas();
+    }
+  }
+
+  Result<std::string> QuotedString() {
+    ++i_;  // opening quote
+    std::string value;
+    while (!AtEnd()) {
+      char c = h_[i_++];
+      if (c == '"') return value;
+      if (c == '\\') {
+        if (AtEnd()) break;
+        c = h_[i_++];
+      }
+      value += c;
+    }
+    return Bad("unterminated quoted string");
+  }
+
+  std::string_view h_;
+  size_t i_ = 0;
+};
+
+// ---- credential files --------------------------------------------------------------------
+
+// A registry host as given by callers: "https://host/v1/" -> "host", docker.io's aliases ->
+// "docker.io".
+std::string NormalizeHost(std::string_view host) {
+  std::string h(host);
+  for (std::string_view scheme : {"https://", "http://"}) {
+    if (h.rfind(scheme, 0) == 0) h.erase(0, scheme.size());
+  }
+  h = h.substr(0, h.find('/'));
+  if (h == "index.docker.io" || h == "registry-1.docker.io") h = kDockerHub;
+  return h;
+}
+
+// An "auths" key as containers/image reads it: with a scheme, the path is dropped
+// ("https://index.docker.io/v1/"); without one, a path scopes the key to a namespace or
+// repository and is kept ("quay.io/org"). docker.io's aliases become "docker.io".
 std::string NormalizeAuthKey(std::string_view key) {
   std::string k(key);
-  for (const char* scheme : {"https://", "http://"}) {
-    if (k.rfind(scheme, 0) == 0) k = k.substr(std::string_view(scheme).size());
+  bool had_scheme = false;
+  for (std::string_view scheme : {"https://", "http://"}) {
+    if (k.rfind(scheme, 0) == 0) {
+      k.erase(0, scheme.size());
+      had_scheme = true;
+    }
   }
-  k = k.substr(0, k.find('/'));
-  if (k == "index.docker.io" || k == "registry-1.docker.io") k = "docker.io";
-  return k;
+  if (had_scheme) k = k.substr(0, k.find('/'));
+  while (!k.empty() && k.back() == '/') k.pop_back();
+  size_t slash = k.find('/');
+  std::string host = k.substr(0, slash);
+  if (host == "index.docker.io" || host == "registry-1.docker.io") host = kDockerHub;
+  return slash == std::string::npos ? host : host + k.substr(slash);
 }
 
-Result<Credential> FromHelper(const std::string& helper, std::string_view host) {
-  std::string program = "docker-credential-" + helper;
-  std::string server = host == "docker.io" ? "https://index.docker.io/v1/" : std::string(host);
-  int in[2], out[2];
-  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) {
+std::string HelperServerUrl(const std::string& host) {
+  return host == kDockerHub ? std::string(kDockerHubServerUrl) : host;
+}
+
+Status WriteAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);  // no SIGPIPE if it exits
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "writing to a credential helper");
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return Status::Ok();
+}
+
+// Runs `docker-credential-<helper> get` with the server URL on stdin (a socket, so a helper
+// that exits early cannot SIGPIPE us). nullopt when the helper has no credential.
+Result<std::optional<Credential>> RunCredentialHelper(const std::string& helper,
+                                                      const std::string& host) {
+  const std::string program = "docker-credential-" + helper;
+  const std::string server = HelperServerUrl(host);
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return Status::FromErrno(errno, "running " + program);
   }
-  pid_t pid = ::fork();
-  if (pid < 0) return Status::FromErrno(errno, "running " + program);
-  if (pid == 0) {
-    ::dup2(in[0], 0);
-    ::dup2(out[1], 1);
-    ::execlp(program.c_str(), program.c_str(), "get", static_cast<char*>(nullptr));
-    ::_exit(127);
+  UniqueFd in_parent(sv[0]), in_child(sv[1]);
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return Status::FromErrno(errno, "running " + program);
+  UniqueFd out_parent(pipefd[0]), out_child(pipefd[1]);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, in_child.get(), STDIN_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, out_child.get(), STDOUT_FILENO);
+  std::string arg_get = "get";
+  char* argv[] = {const_cast<char*>(program.c_str()), arg_get.data(), nullptr};
+  pid_t pid = -1;
+  int rc = ::posix_spawnp(&pid, program.c_str(), &actions, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    if (rc == ENOENT) {
+      return Status::NotFound("credential helper " + program + " is not installed (not on PATH)");
+    }
+    return Status::FromErrno(rc, "running " + program);
   }
-  ::close(in[0]);
-  ::close(out[1]);
-  (void)!::write(in[1], server.data(), server.size());
-  ::close(in[1]);
+  in_child.Reset();
+  out_child.Reset();
+
+  Status write_status = WriteAll(in_parent.get(), server);
+  ::shutdown(in_parent.get(), SHUT_WR);
   std::string output;
   char buf[4096];
-  ssize_t n;
-  while ((n = ::read(out[0], buf, sizeof buf)) > 0) output.append(buf, static_cast<size_t>(n));
-  ::close(out[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
-      return Status::NotFound("credential helper " + program + " is not installed");
-    }
-    // Helpers exit 1 with "credentials not found in native keychain".
-    return Credential{};
+  while (true) {
+    ssize_t n = ::read(out_parent.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    output.append(buf, static_cast<size_t>(n));
   }
-  Json j = Json::parse(output, nullptr, false);
-  if (!j.is_object()) return Status::Corruption(program + " printed something that is not JSON");
+  int wstatus = 0;
+  while (::waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  }
+  int code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+  if (code == 127) {
+    return Status::NotFound("credential helper " + program + " could not be started");
+  }
+  if (code != 0) {
+    // Helpers print "credentials not found in native keychain" and exit 1 for an unknown host.
+    if (output.find("credentials not found") != std::string::npos) {
+      return std::optional<Credential>();
+    }
+    while (!output.empty() && (output.back() == '\n' || output.back() == '\r')) output.pop_back();
+    return Status::Unavailable(program + " get " + server + " failed (exit " + std::to_string(code) +
+                               ")" + (output.empty() ? "" : ": " + output.substr(0, 200)));
+  }
+  RETURN_IF_ERROR(write_status);
+  Json j = Json::parse(output, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) {
+    return Status::Corruption(program + " get " + server + " printed something that is not a JSON object");
+  }
   Credential c;
-  if (j.contains("Username") && j["Username"].is_string()) c.username = j["Username"];
-  if (j.contains("Secret") && j["Secret"].is_string()) c.password = j["Secret"];
-  if (c.username == "<token>") {
-    c.identity_token = c.password;
+  if (auto it = j.find("Username"); it != j.end() && it->is_string()) c.username = it->get<std::string>();
+  if (auto it = j.find("Secret"); it != j.end() && it->is_string()) c.password = it->get<std::string>();
+  if (c.username == "<token>") {  // the secret is an identity (refresh) token
+    c.identity_token = std::move(c.password);
     c.username.clear();
     c.password.clear();
+  }
+  if (c.empty()) return std::optional<Credential>();
+  return std::optional<Credential>(std::move(c));
+}
+
+// {"auth": base64(user:pass), "identitytoken": ...}
+Result<Credential> DecodeAuthEntry(const Json& entry, const std::string& path, const std::string& key) {
+  Credential c;
+  if (!entry.is_object()) return c;
+  if (auto it = entry.find("auth"); it != entry.end() && it->is_string() && !it->get<std::string>().empty()) {
+    auto decoded = Base64Decode(it->get<std::string>());
+    if (!decoded.ok()) {
+      return Status::Corruption(path + ": the \"auth\" of \"" + key + "\" is not base64");
+    }
+    size_t colon = decoded->find(':');
+    if (colon == std::string::npos) {
+      return Status::Corruption(path + ": the \"auth\" of \"" + key + "\" is not base64(user:password)");
+    }
+    c.username = decoded->substr(0, colon);
+    c.password = decoded->substr(colon + 1);
+  }
+  if (auto it = entry.find("identitytoken"); it != entry.end() && it->is_string()) {
+    c.identity_token = it->get<std::string>();
   }
   return c;
 }
 
-Result<std::optional<Credential>> LookupInFile(const std::string& path, std::string_view host) {
+// The exact "auths" keys to try for host + repository, most specific first:
+// "host/a/b/c", "host/a/b", "host/a", "host".
+std::vector<std::string> ScopedKeys(const std::string& host, std::string_view repository) {
+  std::vector<std::string> keys;
+  std::string scoped = repository.empty() ? host : host + "/" + std::string(repository);
+  while (true) {
+    keys.push_back(scoped);
+    if (scoped.size() <= host.size()) break;
+    scoped.erase(scoped.rfind('/'));
+  }
+  return keys;
+}
+
+Result<std::optional<Credential>> LookupInFile(const std::string& path, const std::string& host,
+                                               std::string_view repository) {
   if (!PathExists(path)) return std::optional<Credential>();
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  Json j = Json::parse(text, nullptr, false);
+  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return Status::Corruption(path + ": not a JSON object; fix or remove it");
-  std::string want = NormalizeAuthKey(host);
+
   if (auto helpers = j.find("credHelpers"); helpers != j.end() && helpers->is_object()) {
     for (auto it = helpers->begin(); it != helpers->end(); ++it) {
-      if (NormalizeAuthKey(it.key()) == want && it.value().is_string()) {
-        ASSIGN_OR_RETURN(Credential c, FromHelper(it.value().get<std::string>(), want));
-        if (!c.empty()) return std::optional<Credential>(c);
-      }
+      if (NormalizeAuthKey(it.key()) != host || !it->is_string()) continue;
+      return RunCredentialHelper(it->get<std::string>(), host);
     }
   }
   if (auto auths = j.find("auths"); auths != j.end() && auths->is_object()) {
+    for (const std::string& key : ScopedKeys(host, repository)) {
+      auto it = auths->find(key);
+      if (it == auths->end()) continue;
+      ASSIGN_OR_RETURN(Credential c, DecodeAuthEntry(*it, path, key));
+      if (!c.empty()) return std::optional<Credential>(std::move(c));
+    }
     for (auto it = auths->begin(); it != auths->end(); ++it) {
-      if (NormalizeAuthKey(it.key()) != want || !it.value().is_object()) continue;
-      const Json& e = it.value();
-      Credential c;
-      if (e.contains("auth") && e["auth"].is_string()) {
-        auto decoded = Base64Decode(e["auth"].get<std::string>());
-        if (!decoded.ok()) return Status::Corruption(path + ": the auth entry for " + it.key() + " is not base64");
-        size_t colon = decoded->find(':');
-        if (colon == std::string::npos) {
-          return Status::Corruption(path + ": the auth entry for " + it.key() + " is not user:password");
-        }
-        c.username = decoded->substr(0, colon);
-        c.password = decoded->substr(colon + 1);
-      }
-      if (e.contains("identitytoken") && e["identitytoken"].is_string()) {
-        c.identity_token = e["identitytoken"].get<std::string>();
-      }
-      if (!c.empty()) return std::optional<Credential>(c);
+      if (NormalizeAuthKey(it.key()) != host) continue;
+      ASSIGN_OR_RETURN(Credential c, DecodeAuthEntry(*it, path, it.key()));
+      if (!c.empty()) return std::optional<Credential>(std::move(c));
     }
   }
-  if (auto store = j.find("credsStore"); store != j.end() && store->is_string()) {
-    auto c = FromHelper(store->get<std::string>(), want);
-    if (c.ok() && !c->empty()) return std::optional<Credential>(*c);
+  if (auto store = j.find("credsStore"); store != j.end() && store->is_string() &&
+                                         !store->get<std::string>().empty()) {
+    auto c = RunCredentialHelper(store->get<std::string>(), host);
+    // A global store that is not installed here (a config.json copied from Docker Desktop)
+    // must not break anonymous pulls.
+    if (!c.ok() && c.status().IsNotFound()) return std::optional<Credential>();
+    return c;
   }
   return std::optional<Credential>();
 }
@@ -131,79 +364,45 @@ Result<std::optional<Credential>> LookupInFile(const std::string& path, std::str
 Result<Json> LoadForWrite(const std::string& path) {
   if (!PathExists(path)) return Json::object();
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  Json j = Json::parse(text, nullptr, false);
+  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return Status::Corruption(path + ": not a JSON object; fix or remove it");
   return j;
 }
 
+// mkdir -p with mode 0700 for the directories it creates (existing ones are left alone).
+// util's MakeDirs does not apply its mode argument, so credentials get their own.
+Status MakePrivateDirs(const std::string& dir) {
+  if (dir.empty() || dir == "/" || dir == "." || PathExists(dir)) return Status::Ok();
+  RETURN_IF_ERROR(MakePrivateDirs(Dirname(dir)));
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Status::FromErrno(errno, "creating directory " + dir);
+  }
+  return Status::Ok();
+}
+
+Status SaveAuthFile(const std::string& path, const Json& j) {
+  RETURN_IF_ERROR(MakePrivateDirs(Dirname(path)));
+  std::string text = j.dump(1, '\t', false, Json::error_handler_t::replace) + "\n";
+  return WriteFileAtomic(path, text, 0600);
+}
+
+// ---- base64 -----------------------------------------------------------------------------
+
+constexpr char kBase64Alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+int Base64Value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
 }  // namespace
 
-Result<std::vector<AuthChallenge>> ParseWwwAuthenticate(std::string_view h) {
-  std::vector<AuthChallenge> out;
-  size_t i = 0;
-  auto skip_ws = [&] {
-    while (i < h.size() && (h[i] == ' ' || h[i] == '\t')) ++i;
-  };
-  auto bad = [&](const std::string& why) {
-    return Status::Corruption("bad WWW-Authenticate header \"" + std::string(h) + "\": " + why);
-  };
-  while (true) {
-    skip_ws();
-    while (i < h.size() && (h[i] == ',' || h[i] == ' ')) ++i;
-    if (i >= h.size()) break;
-    size_t start = i;
-    while (i < h.size() && IsTokenChar(h[i])) ++i;
-    if (i == start) return bad("expected an auth scheme");
-    AuthChallenge ch;
-    ch.scheme = Lower(h.substr(start, i - start));
-    // Parameters: name=value pairs separated by commas, until the next scheme.
-    while (true) {
-      skip_ws();
-      size_t save = i;
-      size_t ns = i;
-      while (i < h.size() && IsTokenChar(h[i])) ++i;
-      std::string name = Lower(h.substr(ns, i - ns));
-      skip_ws();
-      if (name.empty() || i >= h.size() || h[i] != '=') {
-        // Not "name=value": the next challenge's scheme starts here.
-        i = save;
-        break;
-      }
-      ++i;  // '='
-      skip_ws();
-      std::string value;
-      if (i < h.size() && h[i] == '"') {
-        ++i;
-        bool closed = false;
-        while (i < h.size()) {
-          char c = h[i++];
-          if (c == '\\' && i < h.size()) {
-            value += h[i++];
-          } else if (c == '"') {
-            closed = true;
-            break;
-          } else {
-            value += c;
-          }
-        }
-        if (!closed) return bad("unterminated quoted string");
-      } else {
-        size_t vs = i;
-        while (i < h.size() && h[i] != ',' && h[i] != ' ') ++i;
-        value = std::string(h.substr(vs, i - vs));
-      }
-      ch.params[name] = value;
-      skip_ws();
-      if (i < h.size() && h[i] == ',') {
-        ++i;
-        continue;
-      }
-      break;
-    }
-    out.push_back(std::move(ch));
-  }
-  if (out.empty()) return bad("no challenge");
-  return out;
+Result<std::vector<AuthChallenge>> ParseWwwAuthenticate(std::string_view header) {
+  return ChallengeParser(header).Parse();
 }
 
 AuthEnv AuthEnv::FromProcess() {
@@ -217,83 +416,134 @@ AuthEnv AuthEnv::FromProcess() {
   return e;
 }
 
-std::string AuthFileForWrite(const AuthEnv& env) {
-  if (!env.registry_auth_file.empty()) return env.registry_auth_file;
+namespace {
+std::string RuntimeAuthFile(const AuthEnv& env) {
   if (!env.xdg_runtime_dir.empty()) return env.xdg_runtime_dir + "/containers/auth.json";
   return "/run/containers/" + std::to_string(env.uid) + "/auth.json";
 }
+}  // namespace
 
 std::vector<std::string> AuthFilesInOrder(const AuthEnv& env) {
   std::vector<std::string> files;
   if (!env.registry_auth_file.empty()) files.push_back(env.registry_auth_file);
-  files.push_back(!env.xdg_runtime_dir.empty() ? env.xdg_runtime_dir + "/containers/auth.json"
-                                               : "/run/containers/" + std::to_string(env.uid) + "/auth.json");
-  std::string config = !env.xdg_config_home.empty() ? env.xdg_config_home : env.home + "/.config";
-  files.push_back(config + "/containers/auth.json");
-  files.push_back((!env.docker_config.empty() ? env.docker_config : env.home + "/.docker") +
-                  "/config.json");
+  files.push_back(RuntimeAuthFile(env));
+  if (!env.xdg_config_home.empty()) {
+    files.push_back(env.xdg_config_home + "/containers/auth.json");
+  } else if (!env.home.empty()) {
+    files.push_back(env.home + "/.config/containers/auth.json");
+  }
+  if (!env.docker_config.empty()) {
+    files.push_back(env.docker_config + "/config.json");
+  } else if (!env.home.empty()) {
+    files.push_back(env.home + "/.docker/config.json");
+  }
   return files;
 }
 
-Result<std::optional<Credential>> LookupCredential(const AuthEnv& env, std::string_view host) {
+std::string AuthFileForWrite(const AuthEnv& env) {
+  if (!env.registry_auth_file.empty()) return env.registry_auth_file;
+  return RuntimeAuthFile(env);
+}
+
+Result<std::optional<Credential>> LookupCredential(const AuthEnv& env, std::string_view host,
+                                                   std::string_view repository) {
+  std::string want = NormalizeHost(host);
+  if (want.empty()) return Status::InvalidArgument("looking up credentials: the registry host is empty");
   for (const std::string& path : AuthFilesInOrder(env)) {
-    ASSIGN_OR_RETURN(std::optional<Credential> c, LookupInFile(path, host));
-    if (c) return c;
+    ASSIGN_OR_RETURN(std::optional<Credential> c, LookupInFile(path, want, repository));
+    if (c && !c->empty()) return c;
   }
   return std::optional<Credential>();
 }
 
+Result<std::optional<Credential>> LookupCredential(const AuthEnv& env, std::string_view host) {
+  return LookupCredential(env, host, std::string_view());
+}
+
 Status StoreCredential(const AuthEnv& env, std::string_view host, const Credential& cred) {
+  std::string key = NormalizeHost(host);
+  if (key.empty()) return Status::InvalidArgument("storing credentials: the registry host is empty");
   std::string path = AuthFileForWrite(env);
-  RETURN_IF_ERROR(MakeDirs(Dirname(path), 0700));
   ASSIGN_OR_RETURN(Json j, LoadForWrite(path));
-  if (!j.contains("auths") || !j["auths"].is_object()) j["auths"] = Json::object();
-  std::string key = NormalizeAuthKey(host);
-  j["auths"][key] = {{"auth", Base64Encode(cred.username + ":" + cred.password)}};
-  return WriteFileAtomic(path, j.dump(1, '\t') + "\n", 0600);
+  auto auths = j.find("auths");
+  if (auths == j.end() || !auths->is_object()) j["auths"] = Json::object();
+  Json entry = Json::object();
+  if (!cred.username.empty() || !cred.password.empty()) {
+    entry["auth"] = Base64Encode(cred.username + ":" + cred.password);
+  }
+  if (!cred.identity_token.empty()) entry["identitytoken"] = cred.identity_token;
+  j["auths"][key] = std::move(entry);
+  return SaveAuthFile(path, j);
 }
 
 Status EraseCredential(const AuthEnv& env, std::string_view host) {
+  std::string want = NormalizeHost(host);
   std::string path = AuthFileForWrite(env);
   ASSIGN_OR_RETURN(Json j, LoadForWrite(path));
-  std::string want = NormalizeAuthKey(host);
   bool found = false;
-  if (j.contains("auths") && j["auths"].is_object()) {
-    for (auto it = j["auths"].begin(); it != j["auths"].end();) {
+  if (auto auths = j.find("auths"); auths != j.end() && auths->is_object()) {
+    for (auto it = auths->begin(); it != auths->end();) {
       if (NormalizeAuthKey(it.key()) == want) {
-        it = j["auths"].erase(it);
+        it = auths->erase(it);
         found = true;
       } else {
         ++it;
       }
     }
   }
-  if (!found) return Status::NotFound("not logged in to " + std::string(host));
-  return WriteFileAtomic(path, j.dump(1, '\t') + "\n", 0600);
+  if (!found) return Status::NotFound("not logged in to " + want + " (in " + path + ")");
+  return SaveAuthFile(path, j);
 }
 
 std::string Base64Encode(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  out.resize(static_cast<size_t>(n));
+  std::string out;
+  out.reserve((data.size() + 2) / 3 * 4);
+  size_t i = 0;
+  auto byte = [&](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(data[k])); };
+  for (; i + 3 <= data.size(); i += 3) {
+    uint32_t v = byte(i) << 16 | byte(i + 1) << 8 | byte(i + 2);
+    out += kBase64Alphabet[v >> 18 & 63];
+    out += kBase64Alphabet[v >> 12 & 63];
+    out += kBase64Alphabet[v >> 6 & 63];
+    out += kBase64Alphabet[v & 63];
+  }
+  size_t left = data.size() - i;
+  if (left > 0) {
+    uint32_t v = byte(i) << 16 | (left == 2 ? byte(i + 1) << 8 : 0);
+    out += kBase64Alphabet[v >> 18 & 63];
+    out += kBase64Alphabet[v >> 12 & 63];
+    out += left == 2 ? kBase64Alphabet[v >> 6 & 63] : '=';
+    out += '=';
+  }
   return out;
 }
 
 Result<std::string> Base64Decode(std::string_view data) {
-  std::string in(data);
-  while (!in.empty() && (in.back() == '\n' || in.back() == ' ')) in.pop_back();
-  if (in.size() % 4 != 0) in.append(4 - in.size() % 4, '=');  // tolerate missing padding
-  std::string out(3 * in.size() / 4 + 1, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()),
-                          static_cast<int>(in.size()));
-  if (n < 0) return Status::InvalidArgument("not valid base64");
-  size_t pad = 0;
-  if (!in.empty() && in.back() == '=') ++pad;
-  if (in.size() > 1 && in[in.size() - 2] == '=') ++pad;
-  out.resize(static_cast<size_t>(n) - pad);
+  while (!data.empty() && (data.back() == '\n' || data.back() == '\r' || IsSpace(data.back()))) {
+    data.remove_suffix(1);
+  }
+  size_t padding = 0;
+  while (!data.empty() && data.back() == '=' && padding < 2) {
+    data.remove_suffix(1);
+    ++padding;
+  }
+  if (data.size() % 4 == 1 || (padding > 0 && (data.size() + padding) % 4 != 0)) {
+    return Status::InvalidArgument("not valid base64: bad length or padding");
+  }
+  std::string out;
+  out.reserve(data.size() / 4 * 3 + 2);
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : data) {
+    int v = Base64Value(c);
+    if (v < 0) return Status::InvalidArgument("not valid base64: unexpected character");
+    acc = acc << 6 | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>(acc >> bits & 0xff);
+    }
+  }
   return out;
 }
 

@@ -1,14 +1,22 @@
-// Docker's reference grammar (distribution/reference), written out by hand:
+// Docker's reference grammar and normalization (github.com/distribution/reference), written
+// out by hand rather than with regular expressions:
+//
 //   reference  := name [ ":" tag ] [ "@" digest ]
-//   name       := [domain "/"] path-component ["/" path-component]*
-//   domain     := host [":" port]    (a first component is a domain only if it is
-//                                     "localhost" or contains '.' or ':')
-//   path-comp  := [a-z0-9]+ ((\.|_|__|-+)[a-z0-9]+)*
-//   tag        := [\w][\w.-]{0,127}
+//   name       := [ domain "/" ] path-comp ( "/" path-comp )*
+//   domain     := host [ ":" port ]
+//   host       := label ( "." label )* | "[" ipv6 "]"      label := [A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?
+//   port       := [0-9]+
+//   path-comp  := [a-z0-9]+ ( ( "." | "_" | "__" | "-"+ ) [a-z0-9]+ )*
+//   tag        := [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
+//   digest     := algorithm ":" hex    (checked by util/digest.h: sha256 or sha512, lowercase)
+//
+// Normalization (ParseNormalizedNamed): the text before the first '/' names a registry only if
+// it contains '.' or ':', is "localhost", or holds an uppercase letter (Docker then treats it as
+// a host and lets host validation judge it); otherwise the registry is docker.io.
+// "index.docker.io" becomes "docker.io", and a docker.io name with one component gets
+// "library/". The 255-character limit applies to the normalized "registry/repository".
 
 #include "fetch/reference.h"
-
-#include <cctype>
 
 #include "util/digest.h"
 
@@ -16,7 +24,10 @@ namespace imagefs::fetch {
 namespace {
 
 constexpr std::string_view kDockerHub = "docker.io";
+constexpr std::string_view kLegacyDockerHub = "index.docker.io";
+constexpr std::string_view kOfficialPrefix = "library/";
 constexpr size_t kMaxNameLength = 255;
+constexpr size_t kMaxTagLength = 128;
 
 Status Invalid(std::string_view text, std::string_view why) {
   return Status::InvalidArgument("invalid reference \"" + std::string(text) + "\": " +
@@ -24,88 +35,150 @@ Status Invalid(std::string_view text, std::string_view why) {
 }
 
 bool IsLowerAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+bool IsUpper(char c) { return c >= 'A' && c <= 'Z'; }
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+bool IsAlnum(char c) { return IsLowerAlnum(c) || IsUpper(c); }
+bool IsHexDigit(char c) {
+  return IsDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+bool IsWordChar(char c) { return IsAlnum(c) || c == '_'; }
 
-// path-component := [a-z0-9]+ ((\.|_|__|-+)[a-z0-9]+)*
-bool ValidPathComponent(std::string_view c) {
-  if (c.empty() || !IsLowerAlnum(c.front()) || !IsLowerAlnum(c.back())) return false;
+bool HasUpper(std::string_view s) {
+  for (char c : s) {
+    if (IsUpper(c)) return true;
+  }
+  return false;
+}
+
+std::string ToLower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (IsUpper(c)) c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+// path-comp := [a-z0-9]+ ( ( "." | "_" | "__" | "-"+ ) [a-z0-9]+ )*
+bool ValidPathComponent(std::string_view comp) {
+  if (comp.empty() || !IsLowerAlnum(comp.front()) || !IsLowerAlnum(comp.back())) return false;
   size_t i = 0;
-  while (i < c.size()) {
-    if (IsLowerAlnum(c[i])) {
+  while (i < comp.size()) {
+    if (IsLowerAlnum(comp[i])) {
       ++i;
       continue;
     }
-    // A separator run: ".", "_", "__", or one or more "-".
-    size_t j = i;
-    while (j < c.size() && !IsLowerAlnum(c[j])) ++j;
-    std::string_view sep = c.substr(i, j - i);
-    bool ok = sep == "." || sep == "_" || sep == "__" ||
-              sep.find_first_not_of('-') == std::string_view::npos;
-    if (!ok) return false;
-    i = j;
+    size_t end = i;
+    while (end < comp.size() && !IsLowerAlnum(comp[end])) ++end;
+    std::string_view sep = comp.substr(i, end - i);
+    bool dashes = sep.find_first_not_of('-') == std::string_view::npos;
+    if (sep != "." && sep != "_" && sep != "__" && !dashes) return false;
+    i = end;
   }
   return true;
 }
 
-bool ValidDomain(std::string_view d) {
-  if (d.empty()) return false;
-  std::string_view host = d;
-  std::string_view port;
-  if (d.front() == '[') {  // IPv6 literal
-    size_t close = d.find(']');
-    if (close == std::string_view::npos) return false;
-    for (char c : d.substr(1, close - 1)) {
-      if (!(std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.')) return false;
+// Every '/'-separated component of `path` is a valid path-comp.
+bool ValidPath(std::string_view path) {
+  size_t start = 0;
+  while (true) {
+    size_t slash = path.find('/', start);
+    std::string_view comp = path.substr(start, slash == std::string_view::npos ? path.npos : slash - start);
+    if (!ValidPathComponent(comp)) return false;
+    if (slash == std::string_view::npos) return true;
+    start = slash + 1;
+  }
+}
+
+bool ValidLabel(std::string_view label) {
+  if (label.empty() || !IsAlnum(label.front()) || !IsAlnum(label.back())) return false;
+  for (char c : label) {
+    if (!IsAlnum(c) && c != '-') return false;
+  }
+  return true;
+}
+
+bool ValidPort(std::string_view port) {
+  if (port.empty()) return false;
+  for (char c : port) {
+    if (!IsDigit(c)) return false;
+  }
+  return true;
+}
+
+// domain := host [ ":" port ], host a DNS name, an IPv4 address or "[" IPv6 "]".
+bool ValidDomain(std::string_view domain) {
+  if (domain.empty()) return false;
+  std::string_view host = domain;
+  std::string_view rest;
+  if (domain.front() == '[') {
+    size_t close = domain.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    for (char c : domain.substr(1, close - 1)) {
+      if (!IsHexDigit(c) && c != ':') return false;
     }
-    std::string_view rest = d.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':') return false;
-      port = rest.substr(1);
-      if (port.empty()) return false;
-    }
+    rest = domain.substr(close + 1);
   } else {
-    size_t colon = d.rfind(':');
+    size_t colon = domain.find(':');
     if (colon != std::string_view::npos) {
-      host = d.substr(0, colon);
-      port = d.substr(colon + 1);
-      if (port.empty()) return false;
+      host = domain.substr(0, colon);
+      rest = domain.substr(colon);
     }
-    if (host.empty()) return false;
-    // Labels: [a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])? separated by '.'
     size_t start = 0;
-    while (start <= host.size()) {
+    while (true) {
       size_t dot = host.find('.', start);
-      std::string_view label = host.substr(start, dot == std::string_view::npos ? host.npos : dot - start);
-      if (label.empty() || !std::isalnum(static_cast<unsigned char>(label.front())) ||
-          !std::isalnum(static_cast<unsigned char>(label.back()))) {
+      if (!ValidLabel(host.substr(start, dot == std::string_view::npos ? host.npos : dot - start))) {
         return false;
-      }
-      for (char c : label) {
-        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
       }
       if (dot == std::string_view::npos) break;
       start = dot + 1;
     }
   }
-  for (char c : port) {
-    if (!std::isdigit(static_cast<unsigned char>(c))) return false;
+  if (rest.empty()) return true;
+  return rest.front() == ':' && ValidPort(rest.substr(1));
+}
+
+bool ValidTag(std::string_view tag) {
+  if (tag.empty() || tag.size() > kMaxTagLength || !IsWordChar(tag.front())) return false;
+  for (char c : tag) {
+    if (!IsWordChar(c) && c != '.' && c != '-') return false;
   }
   return true;
 }
 
-bool ValidTag(std::string_view t) {
-  if (t.empty() || t.size() > 128) return false;
-  auto word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
-  if (!word(t.front())) return false;
-  for (char c : t) {
-    if (!word(c) && c != '.' && c != '-') return false;
+// Docker refuses a bare 64-hex name: it would be mistaken for an image ID.
+bool IsImageIdLike(std::string_view text) {
+  if (text.size() != 64) return false;
+  for (char c : text) {
+    if (!IsDigit(c) && !(c >= 'a' && c <= 'f')) return false;
   }
   return true;
 }
 
-bool LooksLikeDomain(std::string_view first) {
-  return first == "localhost" || first.find('.') != std::string_view::npos ||
-         first.find(':') != std::string_view::npos ||
-         (!first.empty() && first.front() == '[');
+// Does the text before the first '/' name a registry?
+bool FirstComponentIsDomain(std::string_view first) {
+  return first == "localhost" || first.find_first_of(".:") != std::string_view::npos ||
+         HasUpper(first);
+}
+
+// Why `path` (the repository part) is not valid; Docker's wording for uppercase.
+Status BadPath(std::string_view text, std::string_view path) {
+  size_t start = 0;
+  while (true) {
+    size_t slash = path.find('/', start);
+    std::string_view comp = path.substr(start, slash == std::string_view::npos ? path.npos : slash - start);
+    if (comp.empty()) return Invalid(text, "a path component is empty");
+    if (!ValidPathComponent(comp)) {
+      if (ValidPathComponent(ToLower(comp))) {
+        return Invalid(text, "repository name must be lowercase");
+      }
+      return Invalid(text, "path component \"" + std::string(comp) +
+                               "\" may hold only lowercase letters, digits and the separators "
+                               "'.', '_', '__' and '-' between them");
+    }
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -122,9 +195,9 @@ std::string Reference::String() const {
 std::string Reference::Familiar() const {
   std::string name;
   if (registry == kDockerHub) {
-    name = repository.rfind("library/", 0) == 0 && repository.find('/', 8) == std::string::npos
-               ? repository.substr(8)
-               : repository;
+    bool official = repository.rfind(kOfficialPrefix, 0) == 0 &&
+                    repository.find('/', kOfficialPrefix.size()) == std::string::npos;
+    name = official ? repository.substr(kOfficialPrefix.size()) : repository;
   } else {
     name = Name();
   }
@@ -137,75 +210,69 @@ std::string Reference::TagOrDigest() const { return digest.empty() ? tag : diges
 
 bool IsFullyQualified(std::string_view text) {
   size_t slash = text.find('/');
-  return slash != std::string_view::npos && LooksLikeDomain(text.substr(0, slash));
+  return slash != std::string_view::npos && FirstComponentIsDomain(text.substr(0, slash));
 }
 
 Result<ParsedName> ParseReferenceLoose(std::string_view text) {
   if (text.empty()) return Invalid(text, "the name is empty");
-  if (text.find_first_of(" \t\n") != std::string_view::npos) {
-    return Invalid(text, "the name contains white space");
+  for (char c : text) {
+    if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
+      return Invalid(text, "the name contains white space or control characters");
+    }
+  }
+  if (IsImageIdLike(text)) {
+    return Invalid(text, "a 64-character hexadecimal string is an image ID, not a repository name");
   }
   ParsedName out;
   std::string_view rest = text;
-  // Digest.
+
+  // "@digest": nothing before it may contain '@'.
   if (size_t at = rest.find('@'); at != std::string_view::npos) {
     std::string_view digest = rest.substr(at + 1);
     auto parsed = Digest::Parse(digest);
     if (!parsed.ok()) return Invalid(text, "bad digest: " + parsed.status().message());
     out.ref.digest = std::string(digest);
-    rest = rest.substr(0, at);
     out.has_tag_or_digest = true;
+    rest = rest.substr(0, at);
   }
-  // Tag: a ':' after the last '/'.
+
+  // ":tag": a ':' after the last '/' (a ':' before it belongs to the registry's port).
   size_t last_slash = rest.rfind('/');
   size_t colon = rest.rfind(':');
-  if (colon != std::string_view::npos &&
-      (last_slash == std::string_view::npos || colon > last_slash)) {
+  if (colon != std::string_view::npos && (last_slash == std::string_view::npos || colon > last_slash)) {
     std::string_view tag = rest.substr(colon + 1);
+    if (tag.empty()) return Invalid(text, "the tag after ':' is empty");
     if (!ValidTag(tag)) {
-      return Invalid(text, tag.empty() ? "the tag after ':' is empty"
-                                       : "tag \"" + std::string(tag) +
-                                             "\" may hold only letters, digits, '_', '.' and "
-                                             "'-' (at most 128, not starting with '.' or '-')");
+      return Invalid(text, "tag \"" + std::string(tag) +
+                               "\" may hold only letters, digits, '_', '.' and '-' (at most 128, "
+                               "not starting with '.' or '-')");
     }
     out.ref.tag = std::string(tag);
-    rest = rest.substr(0, colon);
     out.has_tag_or_digest = true;
+    rest = rest.substr(0, colon);
   }
   if (rest.empty()) return Invalid(text, "the repository name is empty");
-  // Domain.
+
+  // "registry/".
   std::string_view path = rest;
-  size_t slash = rest.find('/');
-  if (slash != std::string_view::npos && LooksLikeDomain(rest.substr(0, slash))) {
+  if (size_t slash = rest.find('/');
+      slash != std::string_view::npos && FirstComponentIsDomain(rest.substr(0, slash))) {
     std::string_view domain = rest.substr(0, slash);
+    path = rest.substr(slash + 1);
     if (!ValidDomain(domain)) {
+      // Docker: a name whose lowercase form would be valid is reported as an uppercase problem.
+      if (HasUpper(domain) && ValidPath(ToLower(rest))) {
+        return Invalid(text, "repository name must be lowercase");
+      }
       return Invalid(text, "\"" + std::string(domain) + "\" is not a valid registry host[:port]");
     }
     out.ref.registry = std::string(domain);
     out.has_registry = true;
-    path = rest.substr(slash + 1);
   }
   if (path.empty()) return Invalid(text, "the repository name is empty");
-  // Path components.
-  size_t start = 0;
-  while (true) {
-    size_t next = path.find('/', start);
-    std::string_view comp = path.substr(start, next == std::string_view::npos ? path.npos : next - start);
-    if (comp.empty()) return Invalid(text, "a path component is empty");
-    if (!ValidPathComponent(comp)) {
-      bool upper = false;
-      for (char c : comp) upper |= std::isupper(static_cast<unsigned char>(c)) != 0;
-      if (upper) return Invalid(text, "repository name must be lowercase");
-      return Invalid(text, "\"" + std::string(comp) +
-                               "\" may hold only lowercase letters, digits and the separators "
-                               "'.', '_', '__' and '-' between them");
-    }
-    if (next == std::string_view::npos) break;
-    start = next + 1;
-  }
+  RETURN_IF_ERROR(BadPath(text, path));
   out.ref.repository = std::string(path);
-  std::string full = (out.has_registry ? out.ref.registry + "/" : std::string()) + out.ref.repository;
-  if (full.size() > kMaxNameLength) {
+  if (rest.size() > kMaxNameLength) {
     return Invalid(text, "the repository name is longer than 255 characters");
   }
   return out;
@@ -214,12 +281,12 @@ Result<ParsedName> ParseReferenceLoose(std::string_view text) {
 Result<Reference> ParseReference(std::string_view text) {
   ASSIGN_OR_RETURN(ParsedName parsed, ParseReferenceLoose(text));
   Reference ref = std::move(parsed.ref);
-  if (!parsed.has_registry || ref.registry == "index.docker.io" ||
-      ref.registry == "registry-1.docker.io") {
-    ref.registry = std::string(kDockerHub);
-  }
+  if (!parsed.has_registry || ref.registry == kLegacyDockerHub) ref.registry = std::string(kDockerHub);
   if (ref.registry == kDockerHub && ref.repository.find('/') == std::string::npos) {
-    ref.repository = "library/" + ref.repository;
+    ref.repository = std::string(kOfficialPrefix) + ref.repository;
+  }
+  if (ref.Name().size() > kMaxNameLength) {
+    return Invalid(text, "the repository name is longer than 255 characters");
   }
   if (ref.tag.empty() && ref.digest.empty()) ref.tag = "latest";
   return ref;

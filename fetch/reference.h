@@ -6,7 +6,10 @@
 //   localhost:5000/app       -> localhost:5000/app:latest
 //   quay.io/a/b@sha256:...   -> by digest
 //   a/b:tag@sha256:...       -> by digest (the tag is kept for display only)
-// A first component is a registry only if it is "localhost" or contains '.' or ':'.
+// A first component is a registry only if it is "localhost", contains '.' or ':', or (as
+// Docker does) holds an uppercase letter, so "Foo/bar" names the host "Foo" and "Foo/Bar" fails
+// with "repository name must be lowercase". Only "index.docker.io" is rewritten to "docker.io";
+// "registry-1.docker.io/x" stays as written, as with Docker.
 
 #include <optional>
 #include <string>

@@ -2,12 +2,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <nlohmann/json.hpp>
 #include <random>
 
 #include "util/file.h"
@@ -106,6 +104,14 @@ class DirBlobStore final : public BlobStore {
 
   Result<std::string> Get(const Digest& digest) const override { return ReadFile(PathOf(digest)); }
 
+  Status Remove(const Digest& digest) override {
+    std::string path = PathOf(digest);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return Status::FromErrno(errno, "removing " + path);
+    }
+    return Status::Ok();
+  }
+
   Status RemoveStaleTemps() {
     std::string dir = root_ + "/tmp";
     DIR* d = ::opendir(dir.c_str());
@@ -144,46 +150,6 @@ Result<std::unique_ptr<BlobStore>> BlobStore::Open(const std::string& root) {
   auto store = std::make_unique<DirBlobStore>(root);
   RETURN_IF_ERROR(store->RemoveStaleTemps());
   return std::unique_ptr<BlobStore>(std::move(store));
-}
-
-namespace {
-// Serializes read-modify-write of refs.json across processes.
-class RefsLock {
- public:
-  explicit RefsLock(const std::string& root)
-      : fd_(::open((root + "/refs.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
-    if (fd_) ::flock(fd_.get(), LOCK_EX);
-  }
-
- private:
-  UniqueFd fd_;
-};
-
-Result<nlohmann::json> LoadRefs(const std::string& root) {
-  std::string path = root + "/refs.json";
-  if (!PathExists(path)) return nlohmann::json::object();
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    return Status::Corruption(path + ": not a JSON object; remove it and pull again");
-  }
-  return j;
-}
-}  // namespace
-
-Status SetRef(const std::string& root, const std::string& name, const std::string& digest) {
-  RETURN_IF_ERROR(MakeDirs(root));
-  RefsLock lock(root);
-  ASSIGN_OR_RETURN(nlohmann::json refs, LoadRefs(root));
-  refs[name] = digest;
-  return WriteFileAtomic(root + "/refs.json", refs.dump(2) + "\n");
-}
-
-Result<std::string> GetRef(const std::string& root, const std::string& name) {
-  ASSIGN_OR_RETURN(nlohmann::json refs, LoadRefs(root));
-  auto it = refs.find(name);
-  if (it == refs.end() || !it->is_string()) return Status::NotFound("image " + name + " not found");
-  return it->get<std::string>();
 }
 
 }  // namespace imagefs::store

@@ -49,14 +49,12 @@ class BlobStore {
   // Convenience: writes a small blob in one go (verifying it).
   Status Put(const Digest& expected, std::string_view bytes);
   virtual Result<std::string> Get(const Digest& digest) const = 0;
+  // Unlinks a blob; a missing one is fine. Names live in the metadata store
+  // (store/metadata_store.h), which says which blobs no image uses any more.
+  virtual Status Remove(const Digest& digest) = 0;
 
  protected:
   BlobStore() = default;
 };
-
-// The table of names pulled so far: "docker.io/library/busybox:latest" -> manifest digest.
-// Kept in <root>/refs.json, replaced atomically. (The SQLite image table replaces it.)
-Status SetRef(const std::string& root, const std::string& name, const std::string& digest);
-Result<std::string> GetRef(const std::string& root, const std::string& name);
 
 }  // namespace imagefs::store

@@ -7,10 +7,13 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstdio>
+#include <ctime>
 #include <mutex>
 #include <thread>
 
 #include "store/blob_store.h"
+#include "store/metadata_store.h"
+#include "tools/format.h"
 #include "tools/command.h"
 
 namespace imagefs::tools {
@@ -102,6 +105,41 @@ Status PullLayer(fetch::ImageSource& source, store::BlobStore& blobs,
   return Status::Ok();
 }
 
+// Records the image in the metadata store once every blob is committed, so a name only
+// ever points at an image whose blobs are all present. Registry pulls are named by their
+// tag (moving it from an older image, which becomes dangling) and by their repo digest
+// (the index's digest for a multi-arch image, as docker records it); images from oci: and
+// docker-archive: are recorded untagged.
+Status RecordPulledImage(const std::string& root, const fetch::ImageRef& ref,
+                         const fetch::ResolvedImage& image, const std::string& source) {
+  store::ImageRecord record;
+  record.manifest_digest = image.manifest.digest;
+  record.config_digest = image.parsed.config.digest;
+  if (image.index) record.index_digest = image.index->digest;
+  record.created = ParseRfc3339(image.config.created).value_or(0);
+  record.pulled = static_cast<int64_t>(::time(nullptr));
+  record.last_used = record.pulled;
+  record.config_size = static_cast<int64_t>(image.config_bytes.size());
+  record.size = record.config_size;
+  for (const fetch::Descriptor& l : image.parsed.layers) {
+    record.layers.push_back({l.digest, l.size});
+    record.size += l.size;
+  }
+  record.platform = image.config.os + "/" + image.config.architecture +
+                    (image.config.variant.empty() ? "" : "/" + image.config.variant);
+  record.source = source;
+  std::vector<store::NameRef> names;
+  if (ref.transport == fetch::Transport::kDocker && !image.name.empty()) {
+    if (ref.ref.digest.empty() && !ref.ref.tag.empty()) {
+      names.push_back({image.name, ref.ref.tag, "", record.manifest_digest});
+    }
+    names.push_back({image.name, "", image.index ? image.index->digest : image.manifest.digest,
+                     record.manifest_digest});
+  }
+  ASSIGN_OR_RETURN(auto meta, store::MetadataStore::Open(root));
+  return meta->RecordImage(record, names);
+}
+
 }  // namespace
 
 int RunPull(const GlobalOptions& global, const std::vector<std::string>& args) {
@@ -174,7 +212,7 @@ int RunPull(const GlobalOptions& global, const std::vector<std::string>& args) {
   if (ref->transport == fetch::Transport::kDocker && !image->name.empty()) {
     name = image->name + (ref->ref.digest.empty() ? ":" + ref->ref.tag : "@" + ref->ref.digest);
   }
-  if (st.ok()) st = store::SetRef(global.root, name, image->manifest.digest);
+  if (st.ok()) st = RecordPulledImage(global.root, *ref, *image, source->Describe());
   if (!st.ok()) return Fail(st);
 
   if (!quiet) {

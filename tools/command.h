@@ -61,5 +61,9 @@ int RunInspect(const GlobalOptions& global, const std::vector<std::string>& args
 int RunPull(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunLogin(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunLogout(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunImages(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunTag(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunRmi(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunHistory(const GlobalOptions& global, const std::vector<std::string>& args);
 
 }  // namespace imagefs::tools

@@ -28,6 +28,10 @@ int RunVersion(const GlobalOptions&, const std::vector<std::string>&) {
 constexpr Command kCommands[] = {
     {"inspect", "Show an image's manifest and config as JSON, like skopeo inspect", RunInspect},
     {"pull", "Download an image's layers, verify them and store them under --root", RunPull},
+    {"images", "List pulled images, as docker images", RunImages},
+    {"tag", "Give a pulled image another name", RunTag},
+    {"rmi", "Remove pulled images (untag, then delete unused blobs)", RunRmi},
+    {"history", "Show a pulled image's build history", RunHistory},
     {"login", "Save credentials for a registry", RunLogin},
     {"logout", "Remove saved credentials for a registry", RunLogout},
     {"version", "Print the version", RunVersion},

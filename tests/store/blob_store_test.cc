@@ -85,19 +85,14 @@ TEST_F(BlobStoreTest, AbandonedWriterRemovesItsTempFile) {
   EXPECT_EQ(TempFiles(), 0u);
 }
 
-TEST_F(BlobStoreTest, RefsRoundTripAndMissingIsNotFound) {
-  ASSERT_TRUE(SetRef(root_, "docker.io/library/busybox:latest", "sha256:aa").ok());
-  ASSERT_TRUE(SetRef(root_, "localhost:5000/x:1", "sha256:bb").ok());
-  EXPECT_EQ(*GetRef(root_, "docker.io/library/busybox:latest"), "sha256:aa");
-  EXPECT_EQ(*GetRef(root_, "localhost:5000/x:1"), "sha256:bb");
-  EXPECT_TRUE(GetRef(root_, "nope:1").status().IsNotFound());
-}
-
-TEST_F(BlobStoreTest, CorruptRefsFileIsReportedWithTheFix) {
-  ASSERT_TRUE(WriteFileAtomic(root_ + "/refs.json", "{not json").ok());
-  Status st = GetRef(root_, "x").status();
-  EXPECT_EQ(st.code(), Code::kCorruption);
-  EXPECT_NE(st.message().find("refs.json"), std::string::npos);
+TEST_F(BlobStoreTest, RemoveUnlinksAndMissingIsFine) {
+  std::string bytes = "remove me";
+  Digest d = Digest::Sha256Of(bytes);
+  ASSERT_TRUE(store_->Put(d, bytes).ok());
+  ASSERT_TRUE(store_->Has(d));
+  EXPECT_TRUE(store_->Remove(d).ok());
+  EXPECT_FALSE(store_->Has(d));
+  EXPECT_TRUE(store_->Remove(d).ok());
 }
 
 }  // namespace
