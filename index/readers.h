@@ -1,0 +1,52 @@
+#pragma once
+
+// The index builders of the layer formats that carry no index of their own. Internal to
+// index/: OpenLayerIndex picks one by sniffing the blob.
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fetch/blob_source.h"
+#include "index/flat_index.h"
+
+namespace imagefs::index::internal {
+
+// Uncompressed tar: reads headers only (jumping over file data); chunks are the files'
+// ranges of the blob itself, with no digest.
+Result<std::unique_ptr<FlatLayerIndex>> BuildTarIndex(fetch::BlobSource& source,
+                                                      const std::string& layer_digest);
+// Plain gzip (one or more members): one streaming pass that scans the tar and records
+// checkpoints and span digests every `span_size` bytes of output.
+Result<std::unique_ptr<FlatLayerIndex>> BuildGzipIndex(fetch::BlobSource& source,
+                                                       const std::string& layer_digest,
+                                                       uint64_t span_size);
+// Plain zstd: one streaming pass; spans start at every frame and every `span_size` bytes
+// within a frame.
+Result<std::unique_ptr<FlatLayerIndex>> BuildZstdIndex(fetch::BlobSource& source,
+                                                       const std::string& layer_digest,
+                                                       uint64_t span_size);
+
+// A decodable span of the uncompressed stream and where its compressed bytes are.
+struct Span {
+  uint64_t out_offset = 0;
+  uint64_t out_length = 0;
+  Codec codec = Codec::kNone;
+  uint64_t blob_offset = 0;
+  uint64_t blob_length = 0;
+  uint64_t skip = 0;
+  uint32_t checkpoint = 0;
+  std::array<uint8_t, 32> sha256{};
+};
+
+// Appends the chunks of the stream range [data_offset, data_offset + size): one per span
+// it overlaps. Spans are sorted, contiguous and cover the stream.
+Status MapToSpans(const std::vector<Span>& spans, uint64_t data_offset, uint64_t size,
+                  std::vector<ChunkRef>& out);
+
+// Raw digest of an incremental hash, ready for the next span.
+std::array<uint8_t, 32> FinishRaw(std::unique_ptr<Sha256>& hash);
+
+}  // namespace imagefs::index::internal
