@@ -1,127 +1,295 @@
-// docker-archive:FILE[:REF|:@N] — the tar `docker save` writes. The tar is indexed once
-// (member offsets and sizes; nothing is extracted) and blobs are windows of the file.
-// An archive has no registry manifest, so one is synthesized as skopeo does: Docker schema 2,
-// config and layer digests computed from the members.
+// docker-archive:FILE[:REF|:@N] — the tar `docker save` writes:
+//   manifest.json   [{"Config": "<hex>.json", "RepoTags": ["name:tag"], "Layers": ["<id>/layer.tar"]}]
+//                   (docker 25+: "blobs/sha256/<hex>" for both, often with symlinks from the
+//                   old names)
+//   repositories    the legacy {"name": {"tag": "<id>"}} map; archives with only this file
+//                   come from docker < 1.10 and are refused
+// The tar is indexed once (member offsets and sizes; nothing is extracted) and blobs are
+// windows of the file. An archive has no registry manifest, so one is synthesized as skopeo
+// does: Docker schema 2, with the config's and each layer file's sha256 and size, and the
+// layer media type sniffed from the bytes (gzip or plain tar). The bytes are deterministic, so
+// the manifest digest is stable across opens.
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "fetch/sources_internal.h"
 #include "util/digest.h"
-#include "util/file.h"
 #include "util/unique_fd.h"
 
 namespace imagefs::fetch::internal {
 namespace {
 
+using Json = nlohmann::json;
+
+constexpr size_t kBlock = 512;
+constexpr uint64_t kMaxMetaMember = 64 << 20;  // manifest.json, configs, PAX headers
+constexpr int kMaxLinkHops = 16;
+
 struct Member {
-  uint64_t offset = 0;
+  uint64_t offset = 0;  // of the data in the archive
   uint64_t size = 0;
 };
 
-uint64_t ParseOctal(const char* p, size_t n) {
-  // GNU base-256 for large sizes.
-  if (static_cast<unsigned char>(p[0]) & 0x80) {
-    uint64_t v = static_cast<unsigned char>(p[0]) & 0x7f;
-    for (size_t i = 1; i < n; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+// Where each regular file's data lies, plus symlinks and hard links to resolve names through.
+struct TarIndex {
+  std::map<std::string, Member> files;
+  std::map<std::string, std::string> links;  // normalized name -> normalized target
+};
+
+Status PreadFull(int fd, void* buf, size_t n, uint64_t offset, const std::string& where) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t got = ::pread(fd, static_cast<char*>(buf) + done, n - done,
+                          static_cast<off_t>(offset + done));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "reading " + where);
+    }
+    if (got == 0) {
+      return Status::Corruption(where + ": truncated at offset " + std::to_string(offset + done));
+    }
+    done += static_cast<size_t>(got);
+  }
+  return Status::Ok();
+}
+
+// Resolves ".", ".." and repeated slashes; drops leading "/" and "./". "a/./b/../c" -> "a/c".
+std::string NormalizePath(std::string_view path) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t slash = path.find('/', start);
+    if (slash == std::string_view::npos) slash = path.size();
+    std::string_view part = path.substr(start, slash - start);
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+    } else if (!part.empty() && part != ".") {
+      parts.push_back(part);
+    }
+    start = slash + 1;
+  }
+  std::string out;
+  for (std::string_view p : parts) {
+    if (!out.empty()) out += '/';
+    out += p;
+  }
+  return out;
+}
+
+// A numeric header field: octal text (NUL/space padded) or GNU base-256 (high bit set).
+Result<uint64_t> ParseNumber(const char* p, size_t n, std::string_view field) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  if (u[0] & 0x80) {
+    if (u[0] & 0x40) return Status::Corruption(std::string("negative tar ") + std::string(field));
+    uint64_t v = u[0] & 0x3f;
+    for (size_t i = 1; i < n; ++i) {
+      if (v >> 56) return Status::Corruption(std::string("tar ") + std::string(field) + " too large");
+      v = (v << 8) | u[i];
+    }
     return v;
   }
+  size_t i = 0;
+  while (i < n && (p[i] == ' ' || p[i] == '\0')) ++i;
   uint64_t v = 0;
-  for (size_t i = 0; i < n && p[i] != '\0' && p[i] != ' '; ++i) {
-    if (p[i] < '0' || p[i] > '7') break;
+  for (; i < n && p[i] != '\0' && p[i] != ' '; ++i) {
+    if (p[i] < '0' || p[i] > '7') {
+      return Status::Corruption(std::string("tar ") + std::string(field) + " is not octal");
+    }
+    if (v >> 60) return Status::Corruption(std::string("tar ") + std::string(field) + " too large");
     v = v * 8 + static_cast<uint64_t>(p[i] - '0');
   }
   return v;
 }
 
-std::string NormalizeMemberName(std::string name) {
-  while (name.rfind("./", 0) == 0) name = name.substr(2);
-  return name;
+std::string FieldString(const char* p, size_t n) { return std::string(p, strnlen(p, n)); }
+
+// PAX extended header records "LEN key=value\n"; returns path/linkpath/size overrides.
+Status ParsePax(std::string_view payload, std::map<std::string, std::string>& out) {
+  size_t p = 0;
+  while (p < payload.size()) {
+    size_t len = 0;
+    size_t q = p;
+    while (q < payload.size() && payload[q] >= '0' && payload[q] <= '9' && len < (1u << 30)) {
+      len = len * 10 + static_cast<size_t>(payload[q] - '0');
+      ++q;
+    }
+    if (q == p || q >= payload.size() || payload[q] != ' ' || len <= q - p + 1 ||
+        p + len > payload.size() || payload[p + len - 1] != '\n') {
+      if (payload.substr(p).find_first_not_of('\0') == std::string_view::npos) break;  // padding
+      return Status::Corruption("malformed PAX header record");
+    }
+    std::string_view rec = payload.substr(q + 1, p + len - 1 - (q + 1));
+    size_t eq = rec.find('=');
+    if (eq != std::string_view::npos) out[std::string(rec.substr(0, eq))] = std::string(rec.substr(eq + 1));
+    p += len;
+  }
+  return Status::Ok();
 }
 
-// Walks ustar/GNU/PAX headers and records regular files' data offsets.
-Result<std::map<std::string, Member>> IndexTar(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return Status::FromErrno(errno, "opening " + path);
-  std::map<std::string, Member> members;
+// Walks ustar, GNU and PAX headers once, recording each member's data offset and size.
+Result<TarIndex> IndexTar(int fd, const std::string& where) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, "stat " + where);
+  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  TarIndex index;
   uint64_t off = 0;
-  std::string long_name;
-  std::string pax_path;
-  char h[512];
+  std::string gnu_long_name;
+  std::string gnu_long_link;
+  std::map<std::string, std::string> pax;
+  char h[kBlock];
   while (true) {
-    ssize_t n = ::pread(fd.get(), h, sizeof h, static_cast<off_t>(off));
-    if (n != 512) {
-      if (n == 0 && !members.empty()) break;
-      return Status::Corruption(path + ": truncated tar header at offset " + std::to_string(off));
+    if (off + kBlock > file_size) {
+      if (off == file_size && off > 0) break;  // no end-of-archive blocks; tolerate
+      return Status::Corruption(where + ": truncated tar header at offset " + std::to_string(off) +
+                                (off == 0 ? ": not a docker-archive (empty file)" : ""));
     }
-    bool zero = true;
-    for (char c : h) zero &= c == '\0';
-    if (zero) break;
-    uint64_t sum = 0;
-    for (int i = 0; i < 512; ++i) sum += (i >= 148 && i < 156) ? ' ' : static_cast<unsigned char>(h[i]);
-    if (sum != ParseOctal(h + 148, 8)) {
-      return Status::Corruption(path + ": bad tar header checksum at offset " + std::to_string(off) +
-                                ": not a docker-archive?");
+    RETURN_IF_ERROR(PreadFull(fd, h, kBlock, off, where));
+    if (std::all_of(h, h + kBlock, [](char c) { return c == '\0'; })) break;
+    uint64_t unsigned_sum = 0;
+    int64_t signed_sum = 0;
+    for (size_t i = 0; i < kBlock; ++i) {
+      char c = (i >= 148 && i < 156) ? ' ' : h[i];
+      unsigned_sum += static_cast<unsigned char>(c);
+      signed_sum += static_cast<signed char>(c);
     }
-    uint64_t size = ParseOctal(h + 124, 12);
-    char type = h[156];
-    uint64_t data = off + 512;
-    std::string name;
-    if (!pax_path.empty()) {
-      name = pax_path;
-    } else if (!long_name.empty()) {
-      name = long_name;
-    } else {
-      std::string prefix(h + 345, strnlen(h + 345, 155));
-      name = std::string(h, strnlen(h, 100));
-      if (!prefix.empty() && std::string_view(h + 257, 5) == "ustar") name = prefix + "/" + name;
+    auto want_sum = ParseNumber(h + 148, 8, "checksum");
+    if (!want_sum.ok() ||
+        (*want_sum != unsigned_sum && static_cast<int64_t>(*want_sum) != signed_sum)) {
+      return Status::Corruption(where + ": bad tar header checksum at offset " +
+                                std::to_string(off) + ": not a docker-archive tar file?");
     }
-    if (type == 'L' || type == 'x') {
+    auto size_field = ParseNumber(h + 124, 12, "size");
+    if (!size_field.ok()) return size_field.status().WithContext(where);
+    uint64_t size = *size_field;
+    const char type = h[156];
+    const uint64_t data = off + kBlock;
+    if (size > file_size || data + size > file_size) {
+      return Status::Corruption(where + ": tar member at offset " + std::to_string(off) +
+                                " runs past the end of the file");
+    }
+    const bool is_meta = type == 'x' || type == 'g' || type == 'L' || type == 'K';
+    if (is_meta) {
+      if (size > kMaxMetaMember) {
+        return Status::Corruption(where + ": oversized tar extension header at offset " +
+                                  std::to_string(off));
+      }
       std::string payload(size, '\0');
-      if (::pread(fd.get(), payload.data(), size, static_cast<off_t>(data)) != static_cast<ssize_t>(size)) {
-        return Status::Corruption(path + ": truncated tar member");
-      }
+      RETURN_IF_ERROR(PreadFull(fd, payload.data(), size, data, where));
       if (type == 'L') {
-        long_name = payload.substr(0, payload.find('\0'));
-      } else {
-        // "LEN path=VALUE\n" records.
-        size_t p = 0;
-        while (p < payload.size()) {
-          size_t sp = payload.find(' ', p);
-          if (sp == std::string::npos) break;
-          size_t len = std::stoul(payload.substr(p, sp - p));
-          if (len == 0 || p + len > payload.size()) break;
-          std::string rec = payload.substr(sp + 1, len - (sp - p) - 2);
-          if (rec.rfind("path=", 0) == 0) pax_path = rec.substr(5);
-          p += len;
-        }
-      }
-    } else {
-      if (type == '0' || type == '\0' || type == '7') {
-        members[NormalizeMemberName(name)] = Member{data, size};
-      }
-      long_name.clear();
-      pax_path.clear();
+        gnu_long_name = payload.substr(0, payload.find('\0'));
+      } else if (type == 'K') {
+        gnu_long_link = payload.substr(0, payload.find('\0'));
+      } else if (type == 'x') {
+        Status s = ParsePax(payload, pax);
+        if (!s.ok()) return s.WithContext(where + " at offset " + std::to_string(off));
+      }  // 'g' (global) carries nothing a member lookup needs
+      off = data + (size + kBlock - 1) / kBlock * kBlock;
+      continue;
     }
-    off = data + (size + 511) / 512 * 512;
+    std::string name;
+    std::string link;
+    if (auto it = pax.find("path"); it != pax.end()) {
+      name = it->second;
+    } else if (!gnu_long_name.empty()) {
+      name = gnu_long_name;
+    } else {
+      name = FieldString(h, 100);
+      // POSIX ustar keeps a prefix at 345; GNU's "ustar  " header uses those bytes otherwise.
+      if (std::memcmp(h + 257, "ustar\0", 6) == 0) {
+        std::string prefix = FieldString(h + 345, 155);
+        if (!prefix.empty()) name = prefix + "/" + name;
+      }
+    }
+    if (auto it = pax.find("linkpath"); it != pax.end()) {
+      link = it->second;
+    } else if (!gnu_long_link.empty()) {
+      link = gnu_long_link;
+    } else {
+      link = FieldString(h + 157, 100);
+    }
+    if (auto it = pax.find("size"); it != pax.end()) {
+      uint64_t v = 0;
+      bool ok = !it->second.empty() && it->second.size() < 20;
+      for (char c : it->second) {
+        ok = ok && c >= '0' && c <= '9';
+        if (ok) v = v * 10 + static_cast<uint64_t>(c - '0');
+      }
+      if (!ok || data + v > file_size) {
+        return Status::Corruption(where + ": bad PAX size for " + name);
+      }
+      size = v;
+    }
+    std::string key = NormalizePath(name);
+    if (type == '0' || type == '\0' || type == '7') {
+      index.files[key] = Member{data, size};
+      index.links.erase(key);
+    } else if (type == '1') {  // hard link: target is an archive path
+      index.links[key] = NormalizePath(link);
+    } else if (type == '2') {  // symlink: relative to the link's directory unless absolute
+      std::string dir = key.find('/') == std::string::npos ? "" : key.substr(0, key.rfind('/'));
+      index.links[key] = NormalizePath(!link.empty() && link[0] == '/' ? link : dir + "/" + link);
+    }
+    // Directories, devices and GNU sparse files ('S') hold nothing docker save writes; their
+    // data (if any) is skipped by size like any other member.
+    gnu_long_name.clear();
+    gnu_long_link.clear();
+    pax.clear();
+    off = data + (size + kBlock - 1) / kBlock * kBlock;
   }
-  return members;
+  return index;
+}
+
+// Finds a regular member by name, following links.
+const Member* FindMember(const TarIndex& index, const std::string& name) {
+  std::string key = NormalizePath(name);
+  for (int hop = 0; hop <= kMaxLinkHops; ++hop) {
+    if (auto it = index.files.find(key); it != index.files.end()) return &it->second;
+    auto link = index.links.find(key);
+    if (link == index.links.end()) return nullptr;
+    key = link->second;
+  }
+  return nullptr;
+}
+
+struct HashedMember {
+  Digest digest;
+  bool gzip = false;
+};
+
+Result<HashedMember> HashMember(int fd, const Member& m, const std::string& where) {
+  Sha256 h;
+  std::vector<uint8_t> buf(1 << 20);
+  HashedMember out;
+  uint64_t done = 0;
+  while (done < m.size) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), m.size - done));
+    RETURN_IF_ERROR(PreadFull(fd, buf.data(), n, m.offset + done, where));
+    if (done == 0) out.gzip = n >= 2 && buf[0] == 0x1f && buf[1] == 0x8b;
+    h.Update(std::span<const uint8_t>(buf.data(), n));
+    done += n;
+  }
+  out.digest = h.Finish();
+  return out;
 }
 
 class DockerArchiveSource final : public ImageSource {
  public:
   DockerArchiveSource(std::string path, std::string selector, std::string name,
-                      std::map<std::string, Member> members, std::string manifest,
-                      std::map<std::string, std::string> digest_to_member)
+                      std::string manifest, std::map<std::string, Member> blobs)
       : path_(std::move(path)),
         selector_(std::move(selector)),
         name_(std::move(name)),
-        members_(std::move(members)),
         manifest_(std::move(manifest)),
-        digest_to_member_(std::move(digest_to_member)) {}
+        manifest_digest_(Digest::Sha256Of(std::string_view(manifest_)).String()),
+        blobs_(std::move(blobs)) {}
 
   std::string Describe() const override {
     return "docker-archive:" + path_ + (selector_.empty() ? "" : ":" + selector_);
@@ -129,23 +297,26 @@ class DockerArchiveSource final : public ImageSource {
   std::string Name() const override { return name_; }
 
   Result<RawManifest> GetManifest(const std::string& digest) override {
+    if (!digest.empty() && digest != manifest_digest_) {
+      return Status::NotFound(Describe() + ": no manifest " + digest +
+                              " (the archive's image is " + manifest_digest_ + ")");
+    }
     RawManifest m;
     m.bytes = manifest_;
     m.media_type = std::string(kDockerManifest);
-    m.digest = Digest::Sha256Of(std::string_view(manifest_)).String();
-    if (!digest.empty() && digest != m.digest) {
-      return Status::NotFound(Describe() + ": no manifest " + digest);
-    }
+    m.digest = manifest_digest_;
     return m;
   }
 
   Result<std::unique_ptr<BlobSource>> OpenBlob(const Descriptor& desc) override {
-    auto it = digest_to_member_.find(desc.digest);
-    if (it == digest_to_member_.end()) {
-      return Status::NotFound(Describe() + ": no blob " + desc.digest);
+    auto it = blobs_.find(desc.digest);
+    if (it == blobs_.end()) return Status::NotFound(Describe() + ": no blob " + desc.digest);
+    if (desc.size >= 0 && it->second.size != static_cast<uint64_t>(desc.size)) {
+      return Status::Corruption(Describe() + ": blob " + desc.digest + " has " +
+                                std::to_string(it->second.size) + " bytes, the manifest says " +
+                                std::to_string(desc.size));
     }
-    const Member& m = members_.at(it->second);
-    return OpenFileSliceBlobSource(path_, m.offset, m.size);
+    return OpenFileSliceBlobSource(path_, it->second.offset, it->second.size);
   }
 
   Result<std::vector<std::string>> ListTags() override {
@@ -153,122 +324,178 @@ class DockerArchiveSource final : public ImageSource {
   }
 
  private:
-  std::string path_;
-  std::string selector_;
-  std::string name_;
-  std::map<std::string, Member> members_;
-  std::string manifest_;
-  std::map<std::string, std::string> digest_to_member_;
+  const std::string path_;
+  const std::string selector_;
+  const std::string name_;
+  const std::string manifest_;
+  const std::string manifest_digest_;
+  const std::map<std::string, Member> blobs_;  // digest -> member
 };
 
-// Hashes a member's bytes.
-Result<Digest> HashMember(int fd, const Member& m, std::string* head) {
-  Sha256 h;
-  std::vector<uint8_t> buf(1 << 20);
-  uint64_t done = 0;
-  while (done < m.size) {
-    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), m.size - done));
-    ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(m.offset + done));
-    if (n <= 0) return Status::Corruption("truncated archive member");
-    if (done == 0 && head != nullptr) head->assign(reinterpret_cast<char*>(buf.data()), std::min<size_t>(static_cast<size_t>(n), 4));
-    h.Update(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)));
-    done += static_cast<uint64_t>(n);
+std::vector<std::string> RepoTagsOf(const Json& entry) {
+  std::vector<std::string> out;
+  auto it = entry.find("RepoTags");
+  if (it == entry.end() || !it->is_array()) return out;
+  for (const Json& t : *it) {
+    if (t.is_string()) out.push_back(t.get<std::string>());
   }
-  return h.Finish();
+  return out;
+}
+
+std::string DescribeImages(const Json& list) {
+  std::string out;
+  for (size_t i = 0; i < list.size(); ++i) {
+    std::vector<std::string> tags = RepoTagsOf(list[i]);
+    out += (i == 0 ? "" : ", ") + std::string("@") + std::to_string(i);
+    for (const std::string& t : tags) out += " " + t;
+  }
+  return out;
+}
+
+// Picks the entry of manifest.json that the selector names; fills *name for Name().
+Result<size_t> SelectImage(const Json& list, const std::string& selector, const std::string& where,
+                           std::string* name) {
+  size_t chosen = list.size();
+  if (selector.empty()) {
+    if (list.size() != 1) {
+      return Status::InvalidArgument(where + " holds " + std::to_string(list.size()) +
+                                     " images: pick one with " + where + ":NAME:TAG or " + where +
+                                     ":@N (available: " + DescribeImages(list) + ")");
+    }
+    chosen = 0;
+  } else if (selector[0] == '@') {
+    size_t n = 0;
+    bool ok = selector.size() > 1 && selector.size() <= 10;
+    for (size_t i = 1; i < selector.size() && ok; ++i) {
+      ok = selector[i] >= '0' && selector[i] <= '9';
+      n = n * 10 + static_cast<size_t>(selector[i] - '0');
+    }
+    if (!ok) return Status::InvalidArgument(where + ": \"" + selector + "\" is not @N");
+    if (n >= list.size()) {
+      return Status::NotFound(where + ": no image " + selector + " (the archive holds " +
+                              std::to_string(list.size()) + ": " + DescribeImages(list) + ")");
+    }
+    chosen = n;
+  } else {
+    ASSIGN_OR_RETURN(Reference want, ParseReference(selector));
+    for (size_t i = 0; i < list.size() && chosen == list.size(); ++i) {
+      for (const std::string& t : RepoTagsOf(list[i])) {
+        auto r = ParseReference(t);
+        if (r.ok() && *r == want) {
+          chosen = i;
+          break;
+        }
+      }
+    }
+    if (chosen == list.size()) {
+      return Status::NotFound(where + ": no image tagged " + selector +
+                              " (available: " + DescribeImages(list) + ")");
+    }
+    *name = want.Name();
+    return chosen;
+  }
+  for (const std::string& t : RepoTagsOf(list[chosen])) {
+    auto r = ParseReference(t);
+    if (r.ok()) {
+      *name = r->Name();
+      break;
+    }
+  }
+  return chosen;
 }
 
 }  // namespace
 
 Result<std::unique_ptr<ImageSource>> OpenDockerArchive(const ImageRef& ref) {
   const std::string& path = ref.path;
-  std::string where = "docker-archive:" + path;
-  if (!PathExists(path)) return Status::NotFound(where + ": no such file");
-  ASSIGN_OR_RETURN(auto members, IndexTar(path));
-  auto manifest_member = members.find("manifest.json");
-  if (manifest_member == members.end()) {
-    return Status::Corruption(where + ": no manifest.json: not a docker save archive");
-  }
+  const std::string where = "docker-archive:" + path;
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return Status::FromErrno(errno, "opening " + path);
-  auto read_member = [&](const Member& m) -> Result<std::string> {
-    std::string s(m.size, '\0');
-    if (::pread(fd.get(), s.data(), m.size, static_cast<off_t>(m.offset)) != static_cast<ssize_t>(m.size)) {
-      return Status::Corruption(where + ": truncated member");
+  if (!fd) {
+    if (errno == ENOENT) return Status::NotFound(where + ": no such file");
+    return Status::FromErrno(errno, "opening " + path);
+  }
+  ASSIGN_OR_RETURN(TarIndex index, IndexTar(fd.get(), where));
+  auto read_member = [&](const Member& m, const std::string& name) -> Result<std::string> {
+    if (m.size > kMaxMetaMember) {
+      return Status::Corruption(where + ": " + name + " is too large (" +
+                                std::to_string(m.size) + " bytes)");
     }
+    std::string s(m.size, '\0');
+    RETURN_IF_ERROR(PreadFull(fd.get(), s.data(), s.size(), m.offset, where));
     return s;
   };
-  ASSIGN_OR_RETURN(std::string manifest_text, read_member(manifest_member->second));
-  auto list = nlohmann::json::parse(manifest_text, nullptr, false);
-  if (!list.is_array() || list.empty()) {
-    return Status::Corruption(where + ": manifest.json is not a non-empty array");
+  const Member* manifest_member = FindMember(index, "manifest.json");
+  if (manifest_member == nullptr) {
+    if (FindMember(index, "repositories") != nullptr) {
+      return Status::Unsupported(where + ": the archive has no manifest.json (written by docker "
+                                 "before 1.10), which imagefs does not support; save it again "
+                                 "with a current docker");
+    }
+    return Status::Corruption(where + ": no manifest.json: not a docker save archive");
   }
-  // Choose the image.
-  size_t chosen = list.size();
+  ASSIGN_OR_RETURN(std::string manifest_text, read_member(*manifest_member, "manifest.json"));
+  Json list = Json::parse(manifest_text, nullptr, /*allow_exceptions=*/false);
+  if (list.is_discarded() || !list.is_array() || list.empty()) {
+    return Status::Corruption(where + ": manifest.json is not a non-empty JSON array");
+  }
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (!list[i].is_object()) {
+      return Status::Corruption(where + ": manifest.json entry " + std::to_string(i) +
+                                " is not an object");
+    }
+  }
   std::string name;
-  if (ref.tag.empty()) {
-    if (list.size() != 1) {
-      return Status::InvalidArgument(where + " holds " + std::to_string(list.size()) +
-                                     " images: pick one with :NAME:TAG or :@INDEX");
-    }
-    chosen = 0;
-  } else if (ref.tag.front() == '@') {
-    char* end = nullptr;
-    unsigned long idx = std::strtoul(ref.tag.c_str() + 1, &end, 10);
-    if (end == ref.tag.c_str() + 1 || *end != '\0' || idx >= list.size()) {
-      return Status::InvalidArgument(where + ": no image " + ref.tag + " (the archive holds " +
-                                     std::to_string(list.size()) + ")");
-    }
-    chosen = idx;
-  } else {
-    ASSIGN_OR_RETURN(Reference want, ParseReference(ref.tag));
-    for (size_t i = 0; i < list.size() && chosen == list.size(); ++i) {
-      if (!list[i].is_object() || !list[i].contains("RepoTags") || !list[i]["RepoTags"].is_array()) continue;
-      for (const auto& t : list[i]["RepoTags"]) {
-        if (!t.is_string()) continue;
-        auto r = ParseReference(t.get<std::string>());
-        if (r.ok() && *r == want) chosen = i;
-      }
-    }
-    if (chosen == list.size()) return Status::NotFound(where + ": no image tagged " + ref.tag);
+  ASSIGN_OR_RETURN(size_t chosen, SelectImage(list, ref.tag, where, &name));
+  const Json& entry = list[chosen];
+  auto config_it = entry.find("Config");
+  if (config_it == entry.end() || !config_it->is_string()) {
+    return Status::Corruption(where + ": manifest.json entry " + std::to_string(chosen) +
+                              ": field \"Config\" is missing or not a string");
   }
-  const auto& entry = list[chosen];
-  if (!entry.is_object() || !entry.contains("Config") || !entry["Config"].is_string() ||
-      !entry.contains("Layers") || !entry["Layers"].is_array()) {
-    return Status::Corruption(where + ": manifest.json entry lacks Config or Layers");
+  auto layers_it = entry.find("Layers");
+  if (layers_it == entry.end() || !layers_it->is_array()) {
+    return Status::Corruption(where + ": manifest.json entry " + std::to_string(chosen) +
+                              ": field \"Layers\" is missing or not an array");
   }
-  if (entry.contains("RepoTags") && entry["RepoTags"].is_array() && !entry["RepoTags"].empty() &&
-      entry["RepoTags"][0].is_string()) {
-    auto r = ParseReference(entry["RepoTags"][0].get<std::string>());
-    if (r.ok()) name = r->Name();
-  }
-  std::map<std::string, std::string> digest_to_member;
-  nlohmann::ordered_json m;
-  m["schemaVersion"] = 2;
-  m["mediaType"] = std::string(kDockerManifest);
-  auto describe = [&](const std::string& member_name, std::string_view media_type,
-                      std::string_view gzip_type) -> Result<nlohmann::ordered_json> {
-    auto it = members.find(NormalizeMemberName(member_name));
-    if (it == members.end()) return Status::Corruption(where + ": missing member " + member_name);
-    std::string head;
-    ASSIGN_OR_RETURN(Digest d, HashMember(fd.get(), it->second, &head));
-    digest_to_member[d.String()] = it->first;
-    bool gz = head.size() >= 2 && static_cast<unsigned char>(head[0]) == 0x1f &&
-              static_cast<unsigned char>(head[1]) == 0x8b;
-    nlohmann::ordered_json desc;
-    desc["mediaType"] = std::string(gz && !gzip_type.empty() ? gzip_type : media_type);
-    desc["size"] = it->second.size;
-    desc["digest"] = d.String();
+
+  std::map<std::string, Member> blobs;              // digest -> member
+  std::map<std::string, HashedMember> hashed;      // member name -> hash (shared layer files)
+  // Docker schema 2 with skopeo's field order (schemaVersion, mediaType, config, layers;
+  // mediaType, size, digest), compact: the same archive always gives the same digest.
+  using OrderedJson = nlohmann::ordered_json;
+  auto describe = [&](const std::string& member_name, bool is_layer) -> Result<OrderedJson> {
+    const Member* m = FindMember(index, member_name);
+    if (m == nullptr) return Status::Corruption(where + ": missing member " + member_name);
+    std::string key = NormalizePath(member_name);
+    auto it = hashed.find(key);
+    if (it == hashed.end()) {
+      ASSIGN_OR_RETURN(HashedMember h, HashMember(fd.get(), *m, where + " member " + member_name));
+      it = hashed.emplace(key, h).first;
+    }
+    blobs[it->second.digest.String()] = *m;
+    std::string_view type = !is_layer           ? kDockerConfig
+                            : it->second.gzip   ? kDockerLayerGzip
+                                                : kDockerLayerTar;
+    OrderedJson desc;
+    desc["mediaType"] = std::string(type);
+    desc["size"] = m->size;
+    desc["digest"] = it->second.digest.String();
     return desc;
   };
-  ASSIGN_OR_RETURN(m["config"], describe(entry["Config"].get<std::string>(), kDockerConfig, ""));
-  m["layers"] = nlohmann::ordered_json::array();
-  for (const auto& l : entry["Layers"]) {
-    if (!l.is_string()) return Status::Corruption(where + ": a layer name is not a string");
-    ASSIGN_OR_RETURN(auto desc, describe(l.get<std::string>(), kDockerLayerTar, kDockerLayerGzip));
-    m["layers"].push_back(desc);
+  OrderedJson manifest;
+  manifest["schemaVersion"] = 2;
+  manifest["mediaType"] = std::string(kDockerManifest);
+  ASSIGN_OR_RETURN(manifest["config"], describe(config_it->get<std::string>(), false));
+  manifest["layers"] = OrderedJson::array();
+  for (const Json& l : *layers_it) {
+    if (!l.is_string()) {
+      return Status::Corruption(where + ": manifest.json: a \"Layers\" entry is not a string");
+    }
+    ASSIGN_OR_RETURN(OrderedJson desc, describe(l.get<std::string>(), true));
+    manifest["layers"].push_back(std::move(desc));
   }
   return std::unique_ptr<ImageSource>(std::make_unique<DockerArchiveSource>(
-      path, ref.tag, name, std::move(members), m.dump(), std::move(digest_to_member)));
+      path, ref.tag, name, manifest.dump(), std::move(blobs)));
 }
 
 }  // namespace imagefs::fetch::internal

@@ -1,16 +1,120 @@
-// Transport parsing, the OCI layout source, and the transport-independent resolution of an
-// image (platform choice, digest checks). The registry and docker-archive sources live in
-// their own files.
+// Transport parsing and the transport-independent resolution of an image (platform choice,
+// digest checks). Each transport's ImageSource lives in its own file: registry_source.cc,
+// oci_layout_source.cc, docker_archive_source.cc.
 
 #include "fetch/image_source.h"
 
 #include "fetch/sources_internal.h"
 #include "util/digest.h"
-#include "util/file.h"
-
-#include <nlohmann/json.hpp>
 
 namespace imagefs::fetch {
+
+namespace internal {
+
+Status CheckManifestDigest(std::string_view bytes, const std::string& want,
+                           const std::string& where) {
+  auto parsed = Digest::Parse(want);
+  if (!parsed.ok()) return parsed.status().WithContext(where);
+  if (parsed->algorithm() != "sha256") {
+    return Status::Unsupported(where + ": digest algorithm " + parsed->algorithm() +
+                               " is not supported (only sha256)");
+  }
+  Digest got = Digest::Sha256Of(bytes);
+  if (got != *parsed) {
+    return Status::Corruption(where + ": manifest digest mismatch: wanted " + want + ", got " +
+                              got.String());
+  }
+  return Status::Ok();
+}
+
+std::string StripMediaTypeParams(std::string_view ct) {
+  size_t semi = ct.find(';');
+  if (semi != std::string_view::npos) ct = ct.substr(0, semi);
+  while (!ct.empty() && (ct.back() == ' ' || ct.back() == '\t')) ct.remove_suffix(1);
+  while (!ct.empty() && (ct.front() == ' ' || ct.front() == '\t')) ct.remove_prefix(1);
+  return std::string(ct);
+}
+
+}  // namespace internal
+
+namespace {
+
+constexpr std::string_view kTransportsHelp =
+    "imagefs reads docker://REF, oci:DIR[:TAG] and docker-archive:FILE[:REF|:@N]";
+
+bool StartsWith(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+// Looks like a transport name: a lowercase word before the first ':' ("foo" in "foo:/x").
+bool LooksLikeTransport(std::string_view word) {
+  if (word.empty()) return false;
+  for (char c : word) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+    if (!ok) return false;
+  }
+  return word[0] >= 'a' && word[0] <= 'z';
+}
+
+// The transports skopeo has and imagefs does not.
+bool IsOtherSkopeoTransport(std::string_view word) {
+  static constexpr std::string_view kOthers[] = {"containers-storage", "dir",   "docker-daemon",
+                                                 "oci-archive",        "ostree", "sif",
+                                                 "tarball"};
+  for (std::string_view t : kOthers) {
+    if (word == t) return true;
+  }
+  return false;
+}
+
+Status ParseOciPath(std::string_view rest, ImageRef& out) {
+  // The last ':' splits DIR and TAG, but only when what follows it has no '/': a colon
+  // inside a directory name ("oci:/tmp/a:b/layout") then stays part of the path.
+  size_t colon = rest.rfind(':');
+  if (colon != std::string_view::npos &&
+      rest.find('/', colon) == std::string_view::npos) {
+    out.path = std::string(rest.substr(0, colon));
+    out.tag = std::string(rest.substr(colon + 1));
+  } else {
+    out.path = std::string(rest);
+  }
+  if (out.path.empty()) {
+    return Status::InvalidArgument("image \"" + out.text + "\": the directory is empty");
+  }
+  return Status::Ok();
+}
+
+Status ParseArchivePath(std::string_view rest, ImageRef& out) {
+  // The first ':' ends FILE: what follows is a reference ("name:tag", itself holding ':'
+  // and '/') or "@N", as containers/image splits it.
+  size_t colon = rest.find(':');
+  out.path = std::string(rest.substr(0, colon));
+  if (colon != std::string_view::npos) out.tag = std::string(rest.substr(colon + 1));
+  if (out.path.empty()) {
+    return Status::InvalidArgument("image \"" + out.text + "\": the archive file is empty");
+  }
+  if (out.tag.empty()) return Status::Ok();
+  if (out.tag[0] == '@') {
+    std::string_view n = std::string_view(out.tag).substr(1);
+    bool digits = !n.empty() && n.size() <= 9;
+    for (char c : n) digits = digits && c >= '0' && c <= '9';
+    if (!digits) {
+      return Status::InvalidArgument("image \"" + out.text + "\": \"" + out.tag +
+                                     "\" is not an image index: use @0, @1, ...");
+    }
+    return Status::Ok();
+  }
+  auto ref = ParseReference(out.tag);
+  if (!ref.ok()) return ref.status().WithContext("image \"" + out.text + "\"");
+  if (!ref->digest.empty()) {
+    return Status::InvalidArgument("image \"" + out.text +
+                                   "\": a docker-archive image is named by name:tag or @N, "
+                                   "not by digest");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 std::string ImageRef::String() const {
   switch (transport) {
@@ -27,168 +131,53 @@ std::string ImageRef::String() const {
 Result<ImageRef> ParseImageRef(std::string_view text) {
   ImageRef out;
   out.text = std::string(text);
-  auto path_and_tag = [&](std::string_view rest) -> Status {
-    if (rest.empty()) {
-      return Status::InvalidArgument("image \"" + out.text + "\": the path is empty");
-    }
-    // containers/image's rule: the first ':' ends the path (paths cannot hold one).
-    size_t colon = rest.find(':');
-    if (colon != std::string_view::npos) {
-      out.path = std::string(rest.substr(0, colon));
-      out.tag = std::string(rest.substr(colon + 1));
-    } else {
-      out.path = std::string(rest);
-    }
-    if (out.path.empty()) {
-      return Status::InvalidArgument("image \"" + out.text + "\": the path is empty");
-    }
-    return Status::Ok();
-  };
-  if (text.rfind("oci:", 0) == 0) {
+  if (StartsWith(text, "oci:")) {
     out.transport = Transport::kOci;
-    RETURN_IF_ERROR(path_and_tag(text.substr(4)));
+    RETURN_IF_ERROR(ParseOciPath(text.substr(4), out));
     return out;
   }
-  if (text.rfind("docker-archive:", 0) == 0) {
+  if (StartsWith(text, "docker-archive:")) {
     out.transport = Transport::kDockerArchive;
-    RETURN_IF_ERROR(path_and_tag(text.substr(15)));
+    RETURN_IF_ERROR(ParseArchivePath(text.substr(15), out));
     return out;
-  }
-  std::string_view name = text;
-  if (text.rfind("docker://", 0) == 0) {
-    name = text.substr(9);
-  } else if (size_t colon = text.find(':'); colon != std::string_view::npos) {
-    // "foo:bar" where foo looks like a transport we don't know (skopeo's other transports).
-    std::string_view prefix = text.substr(0, colon);
-    static constexpr std::string_view kOthers[] = {"containers-storage", "dir", "docker-daemon",
-                                                   "oci-archive", "ostree", "sif", "tarball"};
-    for (std::string_view t : kOthers) {
-      if (prefix == t) {
-        return Status::Unsupported("image \"" + out.text + "\": transport \"" + std::string(t) +
-                                   "\" is not supported: use docker://, oci: or docker-archive:");
-      }
-    }
   }
   out.transport = Transport::kDocker;
-  ASSIGN_OR_RETURN(ParsedName loose, ParseReferenceLoose(name));
-  out.short_name = !loose.has_registry;
-  ASSIGN_OR_RETURN(out.ref, ParseReference(name));
+  std::string_view name = text;
+  bool explicit_docker = StartsWith(text, "docker://");
+  if (explicit_docker) {
+    name = text.substr(9);
+    if (name.empty()) {
+      return Status::InvalidArgument("image \"" + out.text + "\": no reference after docker://");
+    }
+  }
+  size_t colon = name.find(':');
+  std::string_view word = colon == std::string_view::npos ? std::string_view() : name.substr(0, colon);
+  if (!explicit_docker && IsOtherSkopeoTransport(word)) {
+    return Status::Unsupported("image \"" + out.text + "\": transport \"" + std::string(word) +
+                               "\" is not supported: " + std::string(kTransportsHelp));
+  }
+  auto loose = ParseReferenceLoose(name);
+  auto ref = loose.ok() ? ParseReference(name) : Result<Reference>(loose.status());
+  if (!ref.ok()) {
+    // "foo:/some/path": more likely a transport we do not know than a bad reference.
+    if (!explicit_docker && LooksLikeTransport(word) && colon + 1 < name.size()) {
+      return Status::InvalidArgument("image \"" + out.text + "\": unknown transport \"" +
+                                     std::string(word) + "\" (" + std::string(kTransportsHelp) +
+                                     ") and not a valid image reference: " +
+                                     ref.status().message());
+    }
+    return ref.status();
+  }
+  out.short_name = !loose->has_registry;
+  out.ref = std::move(ref).value();
   return out;
 }
-
-namespace {
-
-Status CheckDigest(std::string_view bytes, const std::string& want, const std::string& what) {
-  ASSIGN_OR_RETURN(Digest d, Digest::Parse(want));
-  if (d.algorithm() != "sha256") {
-    return Status::Unsupported(what + ": digest algorithm " + d.algorithm() + " is not supported");
-  }
-  Digest got = Digest::Sha256Of(bytes);
-  if (got != d) {
-    return Status::Corruption(what + ": digest mismatch: wanted " + want + ", got " +
-                              got.String());
-  }
-  return Status::Ok();
-}
-
-// oci:DIR[:TAG]
-class OciLayoutSource final : public ImageSource {
- public:
-  OciLayoutSource(std::string dir, std::string tag, std::string top_digest,
-                  std::string top_media_type, std::vector<std::string> names)
-      : dir_(std::move(dir)),
-        tag_(std::move(tag)),
-        top_digest_(std::move(top_digest)),
-        top_media_type_(std::move(top_media_type)),
-        names_(std::move(names)) {}
-
-  std::string Describe() const override { return "oci:" + dir_ + (tag_.empty() ? "" : ":" + tag_); }
-  std::string Name() const override { return ""; }
-
-  Result<RawManifest> GetManifest(const std::string& digest) override {
-    RawManifest m;
-    m.digest = digest.empty() ? top_digest_ : digest;
-    ASSIGN_OR_RETURN(Digest d, Digest::Parse(m.digest));
-    ASSIGN_OR_RETURN(m.bytes, ReadFile(dir_ + "/blobs/" + d.algorithm() + "/" + d.hex()));
-    RETURN_IF_ERROR(CheckDigest(m.bytes, m.digest, Describe() + ": manifest " + m.digest));
-    if (digest.empty()) m.media_type = top_media_type_;
-    if (m.media_type.empty()) {
-      auto j = nlohmann::json::parse(m.bytes, nullptr, false);
-      if (j.is_object() && j.contains("mediaType") && j["mediaType"].is_string()) {
-        m.media_type = j["mediaType"].get<std::string>();
-      }
-    }
-    return m;
-  }
-
-  Result<std::unique_ptr<BlobSource>> OpenBlob(const Descriptor& desc) override {
-    ASSIGN_OR_RETURN(Digest d, Digest::Parse(desc.digest));
-    std::string path = dir_ + "/blobs/" + d.algorithm() + "/" + d.hex();
-    auto blob = OpenFileBlobSource(path);
-    if (!blob.ok() && blob.status().IsNotFound()) {
-      return Status::NotFound(Describe() + ": blob " + desc.digest + " is missing from the layout");
-    }
-    return blob;
-  }
-
-  Result<std::vector<std::string>> ListTags() override { return names_; }
-
- private:
-  std::string dir_;
-  std::string tag_;
-  std::string top_digest_;
-  std::string top_media_type_;
-  std::vector<std::string> names_;
-};
-
-Result<std::unique_ptr<ImageSource>> OpenOciLayout(const ImageRef& ref) {
-  const std::string& dir = ref.path;
-  std::string where = "oci:" + dir;
-  auto layout_text = ReadFile(dir + "/oci-layout");
-  if (!layout_text.ok()) {
-    return Status::NotFound(where + ": not an OCI image layout (no oci-layout file)");
-  }
-  auto layout = nlohmann::json::parse(*layout_text, nullptr, false);
-  if (!layout.is_object() || !layout.contains("imageLayoutVersion") ||
-      !layout["imageLayoutVersion"].is_string()) {
-    return Status::Corruption(where + ": oci-layout has no imageLayoutVersion");
-  }
-  ASSIGN_OR_RETURN(std::string index_text, ReadFile(dir + "/index.json"));
-  ASSIGN_OR_RETURN(ImageIndex index, ParseImageIndex(index_text, kOciIndex));
-  std::vector<std::string> names;
-  const Descriptor* chosen = nullptr;
-  for (const Descriptor& d : index.manifests) {
-    auto it = d.annotations.find("org.opencontainers.image.ref.name");
-    std::string name = it == d.annotations.end() ? "" : it->second;
-    if (!name.empty()) names.push_back(name);
-    if (!ref.tag.empty() && name == ref.tag) chosen = &d;
-  }
-  if (ref.tag.empty()) {
-    if (index.manifests.size() != 1) {
-      std::string list;
-      for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
-      return Status::InvalidArgument(where + " holds " + std::to_string(index.manifests.size()) +
-                                     " images: name one as oci:" + dir + ":TAG (" + list + ")");
-    }
-    chosen = &index.manifests[0];
-  }
-  if (chosen == nullptr) {
-    std::string list;
-    for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
-    return Status::NotFound(where + ": no image tagged \"" + ref.tag + "\" (tags: " +
-                            (list.empty() ? "none" : list) + ")");
-  }
-  return std::unique_ptr<ImageSource>(std::make_unique<OciLayoutSource>(
-      dir, ref.tag, chosen->digest, chosen->media_type, std::move(names)));
-}
-
-}  // namespace
 
 Result<std::unique_ptr<ImageSource>> OpenImageSource(const ImageRef& ref,
                                                      const FetchOptions& options) {
   switch (ref.transport) {
     case Transport::kOci:
-      return OpenOciLayout(ref);
+      return internal::OpenOciLayout(ref);
     case Transport::kDockerArchive:
       return internal::OpenDockerArchive(ref);
     case Transport::kDocker:
@@ -197,44 +186,97 @@ Result<std::unique_ptr<ImageSource>> OpenImageSource(const ImageRef& ref,
   return Status::Internal("unknown transport");
 }
 
+namespace {
+
+// Every manifest a source hands out must hash to the digest it claims.
+Status CheckRaw(const RawManifest& m, const std::string& where) {
+  if (m.digest.empty()) return Status::Internal(where + ": manifest without a digest");
+  return internal::CheckManifestDigest(m.bytes, m.digest, where);
+}
+
+}  // namespace
+
 Result<ResolvedImage> ResolveImage(ImageSource& source, const FetchOptions& options) {
+  const std::string where = source.Describe();
   ResolvedImage out;
   out.name = source.Name();
   ASSIGN_OR_RETURN(RawManifest top, source.GetManifest(""));
-  ASSIGN_OR_RETURN(ManifestKind kind, SniffManifest(top.bytes, top.media_type));
-  if (kind == ManifestKind::kIndex) {
-    ASSIGN_OR_RETURN(ImageIndex index, ParseImageIndex(top.bytes, top.media_type));
+  RETURN_IF_ERROR(CheckRaw(top, where));
+  auto kind = SniffManifest(top.bytes, top.media_type);
+  if (!kind.ok()) return kind.status().WithContext(where);
+  if (*kind == ManifestKind::kIndex) {
+    auto index = ParseImageIndex(top.bytes, top.media_type);
+    if (!index.ok()) return index.status().WithContext(where);
     Platform want = options.platform.value_or(Platform::Host());
-    auto selected = SelectPlatform(index, want);
-    if (!selected.ok()) return selected.status().WithContext(source.Describe());
-    const Descriptor& chosen = *selected;
+    ASSIGN_OR_RETURN(Descriptor chosen, SelectPlatform(*index, want, where));
     ASSIGN_OR_RETURN(out.manifest, source.GetManifest(chosen.digest));
+    if (out.manifest.digest != chosen.digest) {
+      return Status::Corruption(where + ": manifest digest mismatch: wanted " + chosen.digest +
+                                ", got " + out.manifest.digest);
+    }
+    RETURN_IF_ERROR(CheckRaw(out.manifest, where));
+    if (chosen.size >= 0 && out.manifest.bytes.size() != static_cast<uint64_t>(chosen.size)) {
+      return Status::Corruption(where + ": manifest " + chosen.digest + " has " +
+                                std::to_string(out.manifest.bytes.size()) +
+                                " bytes, the index says " + std::to_string(chosen.size));
+    }
     if (out.manifest.media_type.empty()) out.manifest.media_type = chosen.media_type;
-    ASSIGN_OR_RETURN(ManifestKind inner, SniffManifest(out.manifest.bytes, out.manifest.media_type));
-    if (inner != ManifestKind::kImage) {
-      return Status::Unsupported(source.Describe() + ": nested image indexes are not supported");
+    auto inner = SniffManifest(out.manifest.bytes, out.manifest.media_type);
+    if (!inner.ok()) return inner.status().WithContext(where + ": manifest " + chosen.digest);
+    if (*inner != ManifestKind::kImage) {
+      return Status::Unsupported(where + ": the index entry for " + want.String() +
+                                 " is itself an index; nested indexes are not supported");
     }
     out.index = std::move(top);
   } else {
     out.manifest = std::move(top);
   }
-  ASSIGN_OR_RETURN(out.parsed, ParseImageManifest(out.manifest.bytes, out.manifest.media_type));
+  auto parsed = ParseImageManifest(out.manifest.bytes, out.manifest.media_type);
+  if (!parsed.ok()) return parsed.status().WithContext(where);
+  out.parsed = std::move(parsed).value();
   out.manifest.media_type = out.parsed.media_type;
+  // Configs are kilobytes; refuse to buffer a "config" a hostile manifest made huge.
+  constexpr int64_t kMaxConfigBytes = 64 << 20;
+  if (out.parsed.config.size > kMaxConfigBytes) {
+    return Status::Corruption(where + ": config " + out.parsed.config.digest + " claims " +
+                              std::to_string(out.parsed.config.size) +
+                              " bytes, more than an image config can be");
+  }
   ASSIGN_OR_RETURN(out.config_bytes, FetchVerifiedBlob(source, out.parsed.config));
-  ASSIGN_OR_RETURN(out.config, ParseImageConfig(out.config_bytes));
+  auto config = ParseImageConfig(out.config_bytes);
+  if (!config.ok()) return config.status().WithContext(where);
+  out.config = std::move(config).value();
   return out;
 }
 
 Result<std::string> FetchVerifiedBlob(ImageSource& source, const Descriptor& desc) {
+  const std::string what = "blob " + desc.digest + " from " + source.Describe();
+  auto want = Digest::Parse(desc.digest);
+  if (!want.ok()) return want.status().WithContext(what);
+  if (want->algorithm() != "sha256") {
+    return Status::Unsupported(what + ": digest algorithm " + want->algorithm() +
+                               " is not supported (only sha256)");
+  }
+  // Local transports hold files; only a registry "serves" data.
+  const char* culprit = StartsWith(source.Describe(), "docker://")
+                            ? "the registry served corrupt data"
+                            : "the file is corrupt";
   ASSIGN_OR_RETURN(auto blob, source.OpenBlob(desc));
   if (desc.size >= 0 && blob->Size() != static_cast<uint64_t>(desc.size)) {
-    return Status::Corruption("blob " + desc.digest + " from " + source.Describe() + " has " +
-                              std::to_string(blob->Size()) + " bytes, the manifest says " +
-                              std::to_string(desc.size));
+    return Status::Corruption(what + ": size mismatch (" + std::to_string(blob->Size()) +
+                              " bytes, the manifest says " + std::to_string(desc.size) +
+                              "): " + culprit);
   }
   ASSIGN_OR_RETURN(std::string bytes, ReadAll(*blob));
-  RETURN_IF_ERROR(CheckDigest(bytes, desc.digest,
-                              "blob " + desc.digest + " from " + source.Describe()));
+  if (desc.size >= 0 && bytes.size() != static_cast<uint64_t>(desc.size)) {
+    return Status::Corruption(what + ": size mismatch (got " + std::to_string(bytes.size()) +
+                              " bytes, the manifest says " + std::to_string(desc.size) +
+                              "): " + culprit);
+  }
+  Digest got = Digest::Sha256Of(std::string_view(bytes));
+  if (got != *want) {
+    return Status::Corruption(what + ": digest mismatch (got " + got.String() + "): " + culprit);
+  }
   return bytes;
 }
 

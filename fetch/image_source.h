@@ -35,7 +35,11 @@ struct ImageRef {
   std::string String() const;
 };
 
-// Parses "docker://x", "oci:DIR[:TAG]", "docker-archive:FILE[:REF]", or a bare reference.
+// Parses "docker://x", "oci:DIR[:TAG]", "docker-archive:FILE[:REF|:@N]", or a bare reference.
+// oci: the last ':' splits DIR and TAG only when no '/' follows it ("oci:/a:b/dir" is a
+// directory). docker-archive: the first ':' ends FILE, since REF holds ':' and '/' itself.
+// skopeo's other transports (dir:, oci-archive:, ...) give kUnsupported; "foo:/x" that is no
+// valid reference gives kInvalidArgument naming the transports imagefs reads.
 Result<ImageRef> ParseImageRef(std::string_view text);
 
 struct RawManifest {
@@ -65,8 +69,9 @@ class ImageSource {
 
   // Canonical name of the image, e.g. "docker://localhost:5000/busybox:latest".
   virtual std::string Describe() const = 0;
-  // The fully-qualified reference the source resolved to (kDocker), for `inspect`'s Name;
-  // for oci:/docker-archive: the ref name recorded there, or empty.
+  // The repository the source resolved to, without tag or digest, as skopeo inspect prints
+  // Name: "docker.io/library/nginx" (kDocker, after short-name resolution); for
+  // docker-archive: the chosen image's RepoTag repository; for oci: empty (no Docker name).
   virtual std::string Name() const = 0;
   // The manifest named by the reference when digest is empty, else the one with that
   // digest. Bytes are checked against the digest (and against a digest-pinned reference).

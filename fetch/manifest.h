@@ -46,7 +46,8 @@ struct Platform {
   static Platform Host();
   std::string String() const;
   // True when `image` can run on this platform (variant ignored when either is empty;
-  // arm64 with no variant matches v8).
+  // arm64 with no variant matches v8; a 32-bit ARM variant runs older ones: v7 runs v6).
+  // Aliases are normalized on both sides (x86_64 = amd64, aarch64 = arm64, armhf = arm/v7).
   bool Matches(const Platform& image) const;
 };
 
@@ -81,8 +82,15 @@ struct ImageIndex {
 
 Result<ImageManifest> ParseImageManifest(std::string_view bytes, std::string_view content_type);
 Result<ImageIndex> ParseImageIndex(std::string_view bytes, std::string_view content_type);
-// Picks the manifest for `want` from an index; kNotFound lists the platforms available.
+// Picks the manifest for `want` from an index; kNotFound lists the platforms available:
+// "no image for linux/s390x in <where>: available: linux/amd64, linux/arm64/v8".
+// Preference: the exact variant (an unnamed arm64 variant is v8, arm's v7), then an entry
+// naming no variant, then an older ARM variant the CPU runs (v7 runs v6), then an entry with
+// no platform at all. Attestations (unknown/unknown) are never chosen. Ties: index order.
 Result<Descriptor> SelectPlatform(const ImageIndex& index, const Platform& want);
+// The same, naming the index in the error (e.g. "docker://docker.io/library/nginx:1.25").
+Result<Descriptor> SelectPlatform(const ImageIndex& index, const Platform& want,
+                                  std::string_view where);
 
 struct HistoryEntry {
   std::string created;

@@ -1,6 +1,9 @@
 // docker:// images: short-name resolution, mirrors then origin, digest checks.
-
-#include <map>
+//
+// For each candidate reference (a short name may give several, from registries.conf), the
+// endpoints are tried in order (mirrors, then the origin); the first that serves the manifest
+// wins and every blob then comes from that same endpoint (pull-through mirrors). When every
+// endpoint fails, the origin's error is reported, since it is the one the user can act on.
 
 #include "fetch/registry_client.h"
 #include "fetch/sources_internal.h"
@@ -11,25 +14,38 @@ namespace {
 
 class RegistrySource final : public ImageSource {
  public:
-  RegistrySource(Reference ref, std::unique_ptr<RegistryClient> client, Endpoint endpoint)
-      : ref_(std::move(ref)), client_(std::move(client)), endpoint_(std::move(endpoint)) {}
+  RegistrySource(Reference ref, Endpoint endpoint, std::unique_ptr<RegistryClient> client,
+                 RawManifest top)
+      : ref_(std::move(ref)),
+        endpoint_(std::move(endpoint)),
+        client_(std::move(client)),
+        top_(std::move(top)) {}
 
   std::string Describe() const override { return "docker://" + ref_.String(); }
-  std::string Name() const override {
-    Reference r = ref_;
-    r.tag.clear();
-    r.digest.clear();
-    return r.String();
-  }
+  // "docker.io/library/nginx": what skopeo inspect prints as Name.
+  std::string Name() const override { return ref_.Name(); }
 
   Result<RawManifest> GetManifest(const std::string& digest) override {
-    if (digest.empty() && top_) return *top_;
-    std::string want = digest.empty() ? ref_.TagOrDigest() : digest;
-    ASSIGN_OR_RETURN(ManifestResponse r, client_->GetManifest(endpoint_.repository, want));
-    return Verify(std::move(r), want, digest.empty());
+    if (digest.empty() || digest == top_.digest) return top_;
+    auto parsed = Digest::Parse(digest);
+    if (!parsed.ok()) return parsed.status().WithContext(Describe());
+    auto r = client_->GetManifest(endpoint_.repository, digest);
+    if (!r.ok()) return r.status();
+    if (r->bytes.size() > kMaxManifestBytes) {
+      return Status::Corruption(Where() + "@" + digest + ": manifest is too large (" +
+                                std::to_string(r->bytes.size()) + " bytes)");
+    }
+    RETURN_IF_ERROR(CheckManifestDigest(r->bytes, digest, Where() + "@" + digest));
+    RawManifest m;
+    m.bytes = std::move(r->bytes);
+    m.media_type = StripMediaTypeParams(r->content_type);
+    m.digest = digest;
+    return m;
   }
 
   Result<std::unique_ptr<BlobSource>> OpenBlob(const Descriptor& desc) override {
+    auto parsed = Digest::Parse(desc.digest);
+    if (!parsed.ok()) return parsed.status().WithContext(Describe());
     return client_->OpenBlob(endpoint_.repository, desc.digest, desc.size);
   }
 
@@ -37,45 +53,45 @@ class RegistrySource final : public ImageSource {
     return client_->ListTags(endpoint_.repository);
   }
 
-  // Fetches the manifest the reference names, once; the first endpoint that has it wins.
-  Status Prime() {
-    ASSIGN_OR_RETURN(RawManifest m, GetManifest(""));
-    top_ = std::move(m);
-    return Status::Ok();
-  }
-
  private:
-  Result<RawManifest> Verify(ManifestResponse r, const std::string& want, bool top) {
-    RawManifest m;
-    m.bytes = std::move(r.bytes);
-    m.media_type = r.content_type;
-    if (size_t semi = m.media_type.find(';'); semi != std::string::npos) m.media_type.resize(semi);
-    Digest got = Digest::Sha256Of(std::string_view(m.bytes));
-    m.digest = got.String();
-    std::string what = endpoint_.host + "/" + endpoint_.repository;
-    // By digest: the bytes must hash to it. By tag: to the registry's Docker-Content-Digest.
-    std::string expected = want.find(':') != std::string::npos && want.rfind("sha", 0) == 0
-                               ? want
-                               : r.docker_content_digest;
-    if (!top && expected.empty()) expected = want;
-    if (!expected.empty() && expected.rfind("sha256:", 0) == 0 && expected != m.digest) {
-      return Status::Corruption("manifest " + what + "@" + expected + ": digest mismatch (got " +
-                                m.digest + "): the registry served corrupt data");
-    }
-    return m;
-  }
+  std::string Where() const { return endpoint_.host + "/" + endpoint_.repository; }
 
-  Reference ref_;
-  std::unique_ptr<RegistryClient> client_;
-  Endpoint endpoint_;
-  std::optional<RawManifest> top_;
+  const Reference ref_;
+  const Endpoint endpoint_;
+  const std::unique_ptr<RegistryClient> client_;
+  const RawManifest top_;
 };
 
-bool IsInsecureHost(const FetchOptions& options, const std::string& host) {
-  for (const auto& h : options.insecure_registries) {
-    if (h == host) return true;
+// The manifest the reference names, from one endpoint, checked against the pinned digest (or
+// the registry's Docker-Content-Digest for a tag).
+Result<RawManifest> FetchTopManifest(RegistryClient& client, const Endpoint& ep,
+                                     const Reference& ref) {
+  const std::string where = ep.host + "/" + ep.repository;
+  const std::string want = ref.TagOrDigest();
+  ASSIGN_OR_RETURN(ManifestResponse r, client.GetManifest(ep.repository, want));
+  if (r.bytes.size() > kMaxManifestBytes) {
+    return Status::Corruption(where + ": manifest is too large (" + std::to_string(r.bytes.size()) +
+                              " bytes)");
   }
-  return false;
+  RawManifest m;
+  m.digest = Digest::Sha256Of(std::string_view(r.bytes)).String();
+  m.bytes = std::move(r.bytes);
+  m.media_type = StripMediaTypeParams(r.content_type);
+  if (!ref.digest.empty()) {
+    RETURN_IF_ERROR(CheckManifestDigest(m.bytes, ref.digest, where + "@" + ref.digest));
+  } else if (r.docker_content_digest.rfind("sha256:", 0) == 0 &&
+             r.docker_content_digest != m.digest) {
+    return Status::Corruption(where + ":" + ref.tag + ": manifest digest mismatch: wanted " +
+                              r.docker_content_digest + " (Docker-Content-Digest), got " +
+                              m.digest + ": the registry served corrupt data");
+  }
+  return m;
+}
+
+std::string JoinRefs(const std::vector<Reference>& refs) {
+  std::string out;
+  for (const Reference& r : refs) out += (out.empty() ? "" : ", ") + r.String();
+  return out;
 }
 
 }  // namespace
@@ -84,45 +100,65 @@ Result<std::unique_ptr<ImageSource>> OpenRegistrySource(const ImageRef& image,
                                                         const FetchOptions& options) {
   std::vector<Reference> candidates;
   if (image.short_name) {
-    std::string text = image.text.rfind("docker://", 0) == 0 ? image.text.substr(9) : image.text;
+    std::string_view text = image.text;
+    if (text.rfind("docker://", 0) == 0) text.remove_prefix(9);
     ASSIGN_OR_RETURN(candidates, ResolveShortName(options.registries, text));
+    if (candidates.empty()) {
+      return Status::NotFound("image " + image.text +
+                              ": no registry to search for a short name (registries.conf)");
+    }
   } else {
     candidates.push_back(image.ref);
   }
-  Status first_error;
-  bool all_not_found = true;
-  std::string tried;
+
+  Status first_real_error;  // the first candidate error other than NotFound
+  Status first_not_found;
   for (const Reference& ref : candidates) {
-    ASSIGN_OR_RETURN(std::vector<Endpoint> endpoints,
-                     EndpointsFor(options.registries, ref, options.insecure_registries));
+    auto endpoints = EndpointsFor(options.registries, ref, options.insecure_registries);
+    if (!endpoints.ok()) {
+      if (candidates.size() == 1) return endpoints.status();
+      if (first_real_error.ok()) first_real_error = endpoints.status();
+      continue;
+    }
     Status origin_error;
-    for (const Endpoint& ep : endpoints) {
+    Status mirror_error;
+    for (const Endpoint& ep : *endpoints) {
       RegistryEndpointConfig config;
       config.host = ep.host;
-      config.insecure = ep.insecure || IsInsecureHost(options, ep.host);
+      config.insecure = ep.insecure;
       config.auth_env = options.auth_env;
       config.certs_dir_override = options.cert_dir;
       config.stall_timeout = options.request_timeout;
-      ASSIGN_OR_RETURN(auto client, RegistryClient::Create(config));
-      auto source = std::make_unique<RegistrySource>(ref, std::move(client), ep);
-      Status st = source->Prime();
-      if (st.ok()) return std::unique_ptr<ImageSource>(std::move(source));
-      // The origin's error is the useful one; a mirror's is remembered only if nothing else.
-      if (!ep.mirror || origin_error.ok()) origin_error = st;
-      // Corrupt data or bad credentials are not a reason to try another endpoint silently.
-      if (st.code() == Code::kCorruption) return st;
+      auto client = RegistryClient::Create(config);
+      Status st;
+      if (client.ok()) {
+        auto top = FetchTopManifest(**client, ep, ref);
+        if (top.ok()) {
+          return std::unique_ptr<ImageSource>(std::make_unique<RegistrySource>(
+              ref, ep, std::move(client).value(), std::move(top).value()));
+        }
+        st = top.status();
+      } else {
+        st = client.status();
+      }
+      if (ep.mirror) {
+        if (mirror_error.ok()) mirror_error = st;
+      } else if (origin_error.ok()) {
+        origin_error = st;
+      }
     }
-    if (!origin_error.IsNotFound()) all_not_found = false;
-    if (first_error.ok() || (first_error.IsNotFound() && !origin_error.IsNotFound())) {
-      first_error = origin_error;
+    Status error = !origin_error.ok() ? origin_error : mirror_error;
+    if (error.ok()) error = Status::NotFound(ref.String() + ": no endpoint to fetch it from");
+    if (candidates.size() == 1) return error;
+    if (error.IsNotFound()) {
+      if (first_not_found.ok()) first_not_found = error;
+    } else if (first_real_error.ok()) {
+      first_real_error = error;
     }
-    tried += (tried.empty() ? "" : ", ") + ref.String();
   }
-  if (candidates.size() > 1 && all_not_found) {
-    return Status::NotFound("image " + image.text + " not found in any search registry (tried " +
-                            tried + ")");
-  }
-  return first_error;
+  if (!first_real_error.ok()) return first_real_error;
+  return Status::NotFound("image " + image.text + " not found in any search registry (tried " +
+                          JoinRefs(candidates) + "): " + first_not_found.message());
 }
 
 }  // namespace imagefs::fetch::internal
