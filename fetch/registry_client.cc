@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "fetch/manifest.h"
+#include "util/digest.h"
 #include "util/file.h"
 #include "util/log.h"
 
@@ -176,6 +177,9 @@ struct Token {
 };
 
 std::string PullScope(const std::string& repository) { return "repository:" + repository + ":pull"; }
+std::string PushScope(const std::string& repository) {
+  return "repository:" + repository + ":pull,push";
+}
 
 // State shared by the client and the BlobSources it hands out (they may outlive it).
 class Core {
@@ -350,6 +354,30 @@ class Core {
         return Status::Unavailable(what + ": " + config_.host + " answered HTTP " +
                                    std::to_string(r.status) + " (" + text + ")");
     }
+  }
+
+  // As ErrorFor, worded for a push: 401/403 say that push access to `repo_name`
+  // ("localhost:5000/app") was denied and how to fix it.
+  Status PushErrorFor(const HttpResponse& r, const std::string& repo_name,
+                      const std::string& what, const std::string& unknown) {
+    const std::string login = "imagefs login " + config_.host;
+    if (r.status == 401) {
+      auto cred = Credentials();
+      if (cred.ok() && *cred) {
+        return Status::Unauthenticated("denied: push access to " + repo_name + ": " + config_.host +
+                                       " rejected the credentials or this account may not push "
+                                       "there; check them with " + login);
+      }
+      return Status::Unauthenticated("denied: push access to " + repo_name +
+                                     " needs credentials: log in with " + login);
+    }
+    if (r.status == 403) {
+      return Status::PermissionDenied("denied: push access to " + repo_name + " (" +
+                                      RegistryErrorText(r) +
+                                      "): this account may not push there; log in as another "
+                                      "user with " + login);
+    }
+    return ErrorFor(r, what, unknown);
   }
 
   // Sends one request, counting it, and words transport failures for a user.
@@ -878,7 +906,201 @@ class RegistryClientImpl final : public RegistryClient {
     return tags;
   }
 
+  Result<std::optional<uint64_t>> StatBlobForPush(const std::string& repository,
+                                                  const std::string& digest) override {
+    RETURN_IF_ERROR(PushPing(repository));
+    HttpRequest req =
+        core_->NewRequest("HEAD", core_->BaseUrl() + "/v2/" + repository + "/blobs/" + digest);
+    std::string what = BlobName(core_->host(), repository, digest);
+    auto r = core_->Authorized(std::move(req), PushScope(repository));
+    if (!r.ok()) return r.status().WithContext("pushing to " + RepoName(repository));
+    if (r->status == 404) return std::optional<uint64_t>();
+    if (r->status != 200) {
+      return core_->PushErrorFor(*r, RepoName(repository), what, "blob unknown");
+    }
+    auto len = ParseUint(r->Header("content-length"));
+    if (!len) {
+      return Status::Unavailable(what + ": the registry sent no usable Content-Length (\"" +
+                                 r->Header("content-length") + "\")");
+    }
+    return std::optional<uint64_t>(*len);
+  }
+
+  Status UploadBlob(const std::string& repository, const std::string& digest,
+                    BlobSource& body) override {
+    auto parsed = Digest::Parse(digest);
+    if (!parsed.ok()) return parsed.status().WithContext("pushing to " + RepoName(repository));
+    if (parsed->algorithm() != "sha256") {
+      return Status::Unsupported("pushing " + digest + ": only sha256 blobs can be uploaded");
+    }
+    RETURN_IF_ERROR(PushPing(repository));
+    constexpr int kUploadAttempts = 2;
+    Status st;
+    for (int attempt = 0; attempt < kUploadAttempts; ++attempt) {
+      st = UploadOnce(repository, *parsed, body);
+      if (st.ok()) return st;
+      // A session that broke half-way cannot be resumed reliably: start again from the POST.
+      // Refusals, bad credentials and bad data do not get better by retrying.
+      bool transient = st.code() == Code::kUnavailable || st.code() == Code::kTimeout;
+      if (!transient || st.message().find("unknown host") == 0 ||
+          st.message().find("connection refused") == 0) {
+        return st;
+      }
+      if (attempt + 1 < kUploadAttempts) core_->Backoff(attempt, std::nullopt);
+    }
+    return st;
+  }
+
+  Result<std::string> PutManifest(const std::string& repository, const std::string& tag_or_digest,
+                                  const std::string& media_type,
+                                  const std::string& bytes) override {
+    RETURN_IF_ERROR(PushPing(repository));
+    HttpRequest req = core_->NewRequest(
+        "PUT", core_->BaseUrl() + "/v2/" + repository + "/manifests/" + tag_or_digest);
+    req.headers.emplace_back("Content-Type", media_type);
+    req.body = bytes;
+    std::string what = Name(repository, tag_or_digest);
+    auto r = core_->Authorized(std::move(req), PushScope(repository));
+    if (!r.ok()) return r.status().WithContext("pushing manifest to " + what);
+    if (r->status != 201 && r->status != 200) {
+      if (r->status == 400 || r->status == 404) {
+        // MANIFEST_INVALID / MANIFEST_BLOB_UNKNOWN / NAME_UNKNOWN: the text says which.
+        return Status::InvalidArgument(what + ": the registry refused the manifest (" +
+                                       RegistryErrorText(*r) + ")");
+      }
+      return core_->PushErrorFor(*r, RepoName(repository), what, "manifest unknown");
+    }
+    std::string computed = Digest::Sha256Of(std::string_view(bytes)).String();
+    std::string answered = r->Header("docker-content-digest");
+    if (!answered.empty() && answered.rfind("sha256:", 0) == 0 && answered != computed) {
+      return Status::Corruption(what + ": the registry stored the manifest as " + answered +
+                                ", but its bytes hash to " + computed);
+    }
+    return computed;
+  }
+
  private:
+  std::string RepoName(const std::string& repository) const {
+    return core_->host() + "/" + repository;
+  }
+
+  // Ping, naming the push in its error: "pushing to HOST/NAME: connection refused by ...".
+  Status PushPing(const std::string& repository) {
+    Status st = core_->Ping();
+    if (!st.ok()) return st.WithContext("pushing to " + RepoName(repository));
+    return st;
+  }
+
+  // "/v2/x/blobs/uploads/u?_state=s" or an absolute URL -> an absolute URL.
+  std::string ResolveLocation(const std::string& location) const {
+    if (location.find("://") != std::string::npos) return location;
+    return OriginOf(core_->BaseUrl()) + (location.empty() || location.front() != '/' ? "/" : "") +
+           location;
+  }
+
+  static std::string WithQuery(const std::string& url, const std::string& query) {
+    return url + (url.find('?') == std::string::npos ? "?" : "&") + query;
+  }
+
+  // Cancels an upload session; its failure changes nothing for the caller.
+  void CancelUpload(const std::string& repository, const std::string& url) {
+    auto r = core_->Authorized(core_->NewRequest("DELETE", url), PushScope(repository),
+                               /*retry_transport=*/false);
+    (void)r;
+  }
+
+  // Reads [offset, offset+n) of body into out (all of it, or an error).
+  static Status ReadChunk(BlobSource& body, uint64_t offset, uint64_t n, std::string& out) {
+    out.resize(n);
+    uint64_t done = 0;
+    while (done < n) {
+      ASSIGN_OR_RETURN(size_t got,
+                       body.ReadAt(offset + done, std::span<uint8_t>(
+                                                      reinterpret_cast<uint8_t*>(out.data()) + done,
+                                                      n - done)));
+      if (got == 0) {
+        return Status::Corruption(body.Describe() + ": ended at byte " +
+                                  std::to_string(offset + done) + " of " + std::to_string(n));
+      }
+      done += got;
+    }
+    return Status::Ok();
+  }
+
+  Status UploadOnce(const std::string& repository, const Digest& digest, BlobSource& body) {
+    const std::string what = BlobName(core_->host(), repository, digest.String());
+    const std::string context = "pushing " + what;
+    HttpRequest post =
+        core_->NewRequest("POST", core_->BaseUrl() + "/v2/" + repository + "/blobs/uploads/");
+    auto started = core_->Authorized(std::move(post), PushScope(repository));
+    if (!started.ok()) return started.status().WithContext(context);
+    if (started->status != 202 || started->Header("location").empty()) {
+      if (started->status == 202) {
+        return Status::Unavailable(context + ": the registry started an upload without a Location");
+      }
+      return core_->PushErrorFor(*started, RepoName(repository), what, "repository unknown");
+    }
+    std::string url = ResolveLocation(started->Header("location"));
+    const uint64_t size = body.Size();
+    Sha256 hash;
+    std::string chunk;
+    auto fail = [&](Status st) {
+      CancelUpload(repository, url);
+      return st;
+    };
+    auto check_digest = [&]() -> Status {
+      Digest got = hash.Finish();
+      if (got == digest) return Status::Ok();
+      return Status::Corruption(context + ": " + body.Describe() + " hashes to " + got.String() +
+                                ", not " + digest.String() + "; nothing was stored");
+    };
+    if (size <= kMonolithicUploadMax) {
+      Status st = ReadChunk(body, 0, size, chunk);
+      if (!st.ok()) return fail(st.WithContext(context));
+      hash.Update(std::string_view(chunk));
+      st = check_digest();
+      if (!st.ok()) return fail(st);
+    } else {
+      for (uint64_t offset = 0; offset < size;) {
+        uint64_t n = std::min<uint64_t>(kUploadChunk, size - offset);
+        Status st = ReadChunk(body, offset, n, chunk);
+        if (!st.ok()) return fail(st.WithContext(context));
+        hash.Update(std::string_view(chunk));
+        HttpRequest patch = core_->NewRequest("PATCH", url);
+        patch.headers.emplace_back("Content-Type", "application/octet-stream");
+        patch.headers.emplace_back("Content-Range", std::to_string(offset) + "-" +
+                                                         std::to_string(offset + n - 1));
+        patch.body = std::move(chunk);
+        chunk.clear();
+        // A retried PATCH could append twice; a broken one restarts the whole upload instead.
+        auto r = core_->Authorized(std::move(patch), PushScope(repository),
+                                   /*retry_transport=*/false);
+        if (!r.ok()) return fail(r.status().WithContext(context));
+        if (r->status != 202) {
+          return fail(core_->PushErrorFor(*r, RepoName(repository), what, "upload unknown"));
+        }
+        if (!r->Header("location").empty()) url = ResolveLocation(r->Header("location"));
+        offset += n;
+      }
+      Status st = check_digest();
+      if (!st.ok()) return fail(st);
+      chunk.clear();
+    }
+    HttpRequest put = core_->NewRequest("PUT", WithQuery(url, "digest=" + digest.String()));
+    put.headers.emplace_back("Content-Type", "application/octet-stream");
+    put.body = std::move(chunk);
+    auto r = core_->Authorized(std::move(put), PushScope(repository), /*retry_transport=*/false);
+    if (!r.ok()) return fail(r.status().WithContext(context));
+    if (r->status != 201) {
+      if (r->status == 400) {
+        return fail(Status::Corruption(context + ": the registry refused the blob (" +
+                                       RegistryErrorText(*r) + ")"));
+      }
+      return fail(core_->PushErrorFor(*r, RepoName(repository), what, "upload unknown"));
+    }
+    return Status::Ok();
+  }
+
   std::string Name(const std::string& repository, const std::string& ref) const {
     std::string sep = ref.find(':') != std::string::npos ? "@" : ":";
     return core_->host() + "/" + repository + sep + ref;

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,31 @@ class RegistryClient {
   // HTTP requests sent so far, to any host (pings, token fetches, redirects and retries
   // included; tests assert coalescing with it).
   virtual uint64_t RequestCount() const = 0;
+
+  // ---- Push. Every request below asks for the scope "repository:NAME:pull,push", so one
+  // token serves a whole push. 401/403 become one line naming HOST/NAME and the fix
+  // ("imagefs login HOST").
+
+  // HEAD /v2/NAME/blobs/DIGEST: the blob's size when the repository has it, nullopt on 404.
+  virtual Result<std::optional<uint64_t>> StatBlobForPush(const std::string& repository,
+                                                          const std::string& digest) = 0;
+  // Uploads `body` as blob `digest` (sha256 only): POST /v2/NAME/blobs/uploads/, then
+  // PUT LOCATION?digest=DIGEST with the whole body when it is at most kMonolithicUploadMax
+  // bytes, else PATCH chunks of kUploadChunk bytes and a final empty PUT. The bytes are
+  // hashed as they are sent; when they do not hash to `digest` the upload session is
+  // cancelled (DELETE) before the PUT, so the registry never stores the blob (kCorruption).
+  // A transient failure restarts the whole upload (bounded retries).
+  virtual Status UploadBlob(const std::string& repository, const std::string& digest,
+                            BlobSource& body) = 0;
+  // PUT /v2/NAME/manifests/TAG_OR_DIGEST with Content-Type media_type. Returns the digest
+  // of the stored manifest (the Docker-Content-Digest header, else the sha256 of bytes).
+  virtual Result<std::string> PutManifest(const std::string& repository,
+                                          const std::string& tag_or_digest,
+                                          const std::string& media_type,
+                                          const std::string& bytes) = 0;
+
+  static constexpr uint64_t kMonolithicUploadMax = 32 << 20;
+  static constexpr uint64_t kUploadChunk = 16 << 20;
 
  protected:
   RegistryClient() = default;
