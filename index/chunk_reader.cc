@@ -176,9 +176,18 @@ Result<std::vector<uint8_t>> ChunkReader::DecodeSpan(const ChunkRef& chunk,
   if (!sink.full()) return Status::Corruption(Where(chunk) + ": decodes to fewer bytes than its span");
   std::vector<uint8_t> span = sink.Release();
   if (chunk.has_digest) {
-    auto got = Sha256Raw(std::string_view(reinterpret_cast<const char*>(span.data()), span.size()));
+    std::string_view covered(reinterpret_cast<const char*>(span.data()), span.size());
+    if (chunk.chunk_digest) {
+      if (chunk.inner_offset > span.size() || chunk.length > span.size() - chunk.inner_offset) {
+        return Status::Corruption(Where(chunk) + ": file bytes outside the span");
+      }
+      covered = covered.substr(chunk.inner_offset, chunk.length);
+    }
+    auto got = Sha256Raw(covered);
     if (got != chunk.sha256) {
-      return Status::Corruption(Where(chunk) + ": span digest mismatch (want " +
+      return Status::Corruption(Where(chunk) + ": " +
+                                (chunk.chunk_digest ? "chunk" : "span") +
+                                " digest mismatch (want " +
                                 chunk.SpanDigest().String() + ", got " +
                                 Digest::FromSha256Raw(got).String() + ")");
     }

@@ -42,6 +42,8 @@ std::string_view LayerFormatName(LayerFormat format) {
     case LayerFormat::kTar: return "tar";
     case LayerFormat::kGzip: return "gzip";
     case LayerFormat::kZstd: return "zstd";
+    case LayerFormat::kEstargz: return "estargz";
+    case LayerFormat::kZstdChunked: return "zstd:chunked";
   }
   return "unknown";
 }
@@ -187,7 +189,7 @@ void FlatLayerIndex::EncodeTo(std::string& out) const {
     }
     PutU32(out, c.checkpoint);
     PutU8(out, static_cast<uint8_t>(c.codec));
-    PutU8(out, c.has_digest ? 1 : 0);
+    PutU8(out, c.has_digest ? (c.chunk_digest ? 2 : 1) : 0);
     PutU16(out, 0);
     PutBytes(out, std::string_view(reinterpret_cast<const char*>(c.sha256.data()), 32));
   }
@@ -234,7 +236,7 @@ Result<std::unique_ptr<FlatLayerIndex>> FlatLayerIndex::DecodeFrom(std::string_v
       !dec.GetU64(arena_len)) {
     return bad("truncated header");
   }
-  if (format < 1 || format > 3 || has_checkpoints > 1 || reserved != 0) {
+  if (format < 1 || format > 5 || has_checkpoints > 1 || reserved != 0) {
     return bad("bad header fields");
   }
   index->format_ = static_cast<LayerFormat>(format);
@@ -285,9 +287,10 @@ Result<std::unique_ptr<FlatLayerIndex>> FlatLayerIndex::DecodeFrom(std::string_v
         !dec.GetU16(pad) || !dec.GetBytes(32, sha)) {
       return bad("truncated chunks");
     }
-    if (codec > 3 || has_digest > 1 || pad != 0) return bad("bad chunk record");
+    if (codec > 3 || has_digest > 2 || pad != 0) return bad("bad chunk record");
     c.codec = static_cast<Codec>(codec);
-    c.has_digest = has_digest == 1;
+    c.has_digest = has_digest != 0;
+    c.chunk_digest = has_digest == 2;
     std::copy(sha.begin(), sha.end(), c.sha256.begin());
   }
   std::string_view arena;

@@ -90,9 +90,13 @@ struct ChunkRef {
   uint32_t checkpoint = 0;  // kGzipCheckpoint: index into the layer's checkpoint table
   Codec codec = Codec::kNone;
   bool has_digest = false;
-  std::array<uint8_t, 32> sha256{};  // of the span's decoded bytes
+  // false: sha256 is of the whole decoded span. true: of the chunk's own bytes only,
+  // span[inner_offset, inner_offset + length) (eStargz's and zstd:chunked's chunkDigest).
+  bool chunk_digest = false;
+  std::array<uint8_t, 32> sha256{};
 
-  // "sha256:..." of the span, or an empty Digest when the format gives none.
+  // "sha256:..." of the span (or of the chunk when chunk_digest), or an empty Digest when
+  // the format gives none.
   Digest SpanDigest() const;
 };
 
@@ -137,7 +141,8 @@ enum class LayerFormat : uint8_t {
   kTar = 1,
   kGzip = 2,
   kZstd = 3,
-  // Reserved for the seekable readers: kEstargz = 4, kZstdChunked = 5.
+  kEstargz = 4,
+  kZstdChunked = 5,
 };
 std::string_view LayerFormatName(LayerFormat format);
 

@@ -40,14 +40,31 @@ bool IsTarMediaType(std::string_view media_type) {
          media_type == "application/x-tar";
 }
 
-// Seekable formats with their own TOC. The eStargz reader (51/47-byte footer,
-// stargz.index.json) and the zstd:chunked reader (skippable-frame TOC found by annotation
-// or one of the three footers) go here; each returns null when the blob is not its format.
-Result<std::unique_ptr<LayerIndex>> TrySeekableFormats(
-    fetch::BlobSource& /*source*/, std::string_view /*media_type*/,
-    const std::map<std::string, std::string>& /*annotations*/,
-    std::string_view /*layer_digest*/) {
-  return std::unique_ptr<LayerIndex>();
+// Seekable formats with their own TOC; each reader returns null when the blob is not its
+// format. The media type does not decide: both are ordinary gzip / zstd layers.
+Result<std::unique_ptr<FlatLayerIndex>> TrySeekableFormats(
+    fetch::BlobSource& source, std::string_view media_type,
+    const std::map<std::string, std::string>& annotations, std::string_view layer_digest) {
+  const std::string digest(layer_digest);
+  if (media_type.find("zstd") == std::string_view::npos) {
+    ASSIGN_OR_RETURN(auto estargz, internal::TryOpenEstargz(source, annotations, digest));
+    if (estargz) return estargz;
+  }
+  if (media_type.find("gzip") == std::string_view::npos) {
+    ASSIGN_OR_RETURN(auto chunked, internal::TryOpenZstdChunked(source, annotations, digest));
+    if (chunked) return chunked;
+  }
+  return std::unique_ptr<FlatLayerIndex>();
+}
+
+void SaveToCache(IndexCache* cache, const std::string& digest, const FlatLayerIndex& index) {
+  if (cache == nullptr || digest.empty()) return;
+  std::string bytes;
+  index.EncodeTo(bytes);
+  Status st = cache->Put(digest, bytes);
+  if (!st.ok()) {
+    LOG(kWarn) << "layer " << digest << ": saving its index: " << st.message();
+  }
 }
 
 Result<std::unique_ptr<LayerIndex>> Open(fetch::BlobSource& source, std::string_view media_type,
@@ -75,7 +92,11 @@ Result<std::unique_ptr<LayerIndex>> Open(fetch::BlobSource& source, std::string_
   }
 
   ASSIGN_OR_RETURN(auto seekable, TrySeekableFormats(source, media_type, annotations, digest));
-  if (seekable) return seekable;
+  if (seekable) {
+    // Kept too, so a mount or cat of a stored image needs no TOC fetch.
+    SaveToCache(cache, digest, *seekable);
+    return std::unique_ptr<LayerIndex>(std::move(seekable));
+  }
 
   std::vector<uint8_t> head(512);
   ASSIGN_OR_RETURN(size_t n, source.ReadAt(0, std::span<uint8_t>(head)));
@@ -106,14 +127,7 @@ Result<std::unique_ptr<LayerIndex>> Open(fetch::BlobSource& source, std::string_
     return built.status().WithContext("layer " + name);
   }
   std::unique_ptr<FlatLayerIndex> index = std::move(*built);
-  if (cache != nullptr && !digest.empty()) {
-    std::string bytes;
-    index->EncodeTo(bytes);
-    Status st = cache->Put(digest, bytes);
-    if (!st.ok()) {
-      LOG(kWarn) << "layer " << digest << ": saving its index: " << st.message();
-    }
-  }
+  SaveToCache(cache, digest, *index);
   return std::unique_ptr<LayerIndex>(std::move(index));
 }
 

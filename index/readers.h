@@ -4,6 +4,7 @@
 // index/: OpenLayerIndex picks one by sniffing the blob.
 
 #include <array>
+#include <map>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -28,6 +29,20 @@ Result<std::unique_ptr<FlatLayerIndex>> BuildGzipIndex(fetch::BlobSource& source
 Result<std::unique_ptr<FlatLayerIndex>> BuildZstdIndex(fetch::BlobSource& source,
                                                        const std::string& layer_digest,
                                                        uint64_t span_size);
+
+// Seekable formats with their own TOC. Each returns a null index when the blob is not in
+// its format (no footer and no annotation of its own), an error naming the layer when it
+// is but the footer, TOC or blob is damaged.
+//   eStargz: 51-byte footer (or the legacy 47-byte one), stargz.index.json TOC, checked
+//   against the containerd.io/snapshot/stargz/toc.digest annotation when present.
+//   zstd:chunked: TOC located by the io.github.containers.zstd-chunked.manifest-position
+//   annotation (checked against ...manifest-checksum) or by one of the three footers.
+Result<std::unique_ptr<FlatLayerIndex>> TryOpenEstargz(
+    fetch::BlobSource& source, const std::map<std::string, std::string>& annotations,
+    const std::string& layer_digest);
+Result<std::unique_ptr<FlatLayerIndex>> TryOpenZstdChunked(
+    fetch::BlobSource& source, const std::map<std::string, std::string>& annotations,
+    const std::string& layer_digest);
 
 // A decodable span of the uncompressed stream and where its compressed bytes are.
 struct Span {

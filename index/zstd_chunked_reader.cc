@@ -1,0 +1,734 @@
+// zstd:chunked reader: finds the TOC (by annotation, else by one of the three footers),
+// checks it, and turns it into a FlatLayerIndex whose chunks are the per-file zstd frames,
+// each verified against its chunkDigest / digest. Format: docs/formats.md ("zstd:chunked").
+
+#include <zstd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "index/coding.h"
+#include "index/readers.h"
+#include "index/zstd_chunked.h"
+
+namespace imagefs::index {
+namespace zstd_chunked {
+
+// ---------------------------------------------------------------------------------------
+// Shared helpers (declared in index/zstd_chunked.h)
+
+std::string EncodeFooter64(const Footer& f) {
+  std::string out;
+  for (uint64_t v : {f.manifest_offset, f.manifest_length, f.manifest_uncompressed,
+                     f.manifest_type, f.tarsplit_offset, f.tarsplit_length,
+                     f.tarsplit_uncompressed}) {
+    PutU64(out, v);
+  }
+  out.append(kMagic);
+  return out;
+}
+
+namespace {
+
+// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+void CivilFromDays(int64_t z, int64_t& y, unsigned& m, unsigned& d) {
+  z += 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const unsigned doe = static_cast<unsigned>(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  y = static_cast<int64_t>(yoe) + era * 400;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  d = doy - (153 * mp + 2) / 5 + 1;
+  m = mp < 10 ? mp + 3 : mp - 9;
+  y += m <= 2;
+}
+
+constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+}  // namespace
+
+std::string FormatRfc3339(int64_t sec, uint32_t nsec) {
+  int64_t days = sec >= 0 ? sec / 86400 : -((-sec + 86399) / 86400);
+  int64_t rem = sec - days * 86400;
+  int64_t y;
+  unsigned m, d;
+  CivilFromDays(days, y, m, d);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02d:%02d:%02d", static_cast<long long>(y), m,
+                d, static_cast<int>(rem / 3600), static_cast<int>(rem / 60 % 60),
+                static_cast<int>(rem % 60));
+  std::string out = buf;
+  if (nsec > 0) {
+    std::snprintf(buf, sizeof buf, ".%09u", nsec);
+    std::string frac = buf;
+    while (frac.back() == '0') frac.pop_back();
+    out += frac;
+  }
+  out += 'Z';
+  return out;
+}
+
+Result<std::optional<std::pair<int64_t, uint32_t>>> ParseRfc3339(std::string_view t) {
+  auto bad = [&] { return Status::Corruption("bad time \"" + std::string(t) + "\""); };
+  auto num = [&](size_t pos, size_t len, int& v) {
+    if (pos + len > t.size()) return false;
+    v = 0;
+    for (size_t i = pos; i < pos + len; ++i) {
+      if (t[i] < '0' || t[i] > '9') return false;
+      v = v * 10 + (t[i] - '0');
+    }
+    return true;
+  };
+  int year, mon, day, hh, mm, ss;
+  if (!num(0, 4, year) || t.size() < 20 || t[4] != '-' || !num(5, 2, mon) || t[7] != '-' ||
+      !num(8, 2, day) || (t[10] != 'T' && t[10] != 't') || !num(11, 2, hh) || t[13] != ':' ||
+      !num(14, 2, mm) || t[16] != ':' || !num(17, 2, ss)) {
+    return bad();
+  }
+  if (mon < 1 || mon > 12 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60) return bad();
+  size_t pos = 19;
+  uint32_t nsec = 0;
+  if (pos < t.size() && t[pos] == '.') {
+    ++pos;
+    size_t digits = 0;
+    while (pos < t.size() && t[pos] >= '0' && t[pos] <= '9') {
+      if (digits < 9) nsec = nsec * 10 + static_cast<uint32_t>(t[pos] - '0');
+      ++digits;
+      ++pos;
+    }
+    if (digits == 0) return bad();
+    for (size_t i = digits; i < 9; ++i) nsec *= 10;
+  }
+  int64_t offset = 0;
+  if (pos < t.size() && (t[pos] == 'Z' || t[pos] == 'z')) {
+    ++pos;
+  } else if (pos < t.size() && (t[pos] == '+' || t[pos] == '-')) {
+    int oh, om;
+    if (!num(pos + 1, 2, oh) || pos + 3 >= t.size() || t[pos + 3] != ':' ||
+        !num(pos + 4, 2, om)) {
+      return bad();
+    }
+    offset = (oh * 3600 + om * 60) * (t[pos] == '-' ? -1 : 1);
+    pos += 6;
+  } else {
+    return bad();
+  }
+  if (pos != t.size()) return bad();
+  if (year == 1 && mon == 1 && day == 1 && hh == 0 && mm == 0 && ss == 0 && nsec == 0 &&
+      offset == 0) {
+    return std::optional<std::pair<int64_t, uint32_t>>();  // Go's zero time.Time
+  }
+  int64_t sec = DaysFromCivil(year, static_cast<unsigned>(mon), static_cast<unsigned>(day)) *
+                    86400 +
+                hh * 3600 + mm * 60 + ss - offset;
+  return std::optional<std::pair<int64_t, uint32_t>>(std::make_pair(sec, nsec));
+}
+
+std::string Base64Encode(std::string_view in) {
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 3 <= in.size(); i += 3) {
+    uint32_t v = uint32_t{static_cast<uint8_t>(in[i])} << 16 |
+                 uint32_t{static_cast<uint8_t>(in[i + 1])} << 8 | static_cast<uint8_t>(in[i + 2]);
+    for (int k = 3; k >= 0; --k) out.push_back(kB64[(v >> (6 * k)) & 63]);
+  }
+  if (i < in.size()) {
+    uint32_t v = uint32_t{static_cast<uint8_t>(in[i])} << 16;
+    if (i + 1 < in.size()) v |= uint32_t{static_cast<uint8_t>(in[i + 1])} << 8;
+    out.push_back(kB64[(v >> 18) & 63]);
+    out.push_back(kB64[(v >> 12) & 63]);
+    out.push_back(i + 1 < in.size() ? kB64[(v >> 6) & 63] : '=');
+    out.push_back('=');
+  }
+  return out;
+}
+
+Result<std::string> Base64Decode(std::string_view in) {
+  auto bad = [] { return Status::Corruption("bad base64"); };
+  if (in.size() % 4 != 0) return bad();
+  std::string out;
+  out.reserve(in.size() / 4 * 3);
+  for (size_t i = 0; i < in.size(); i += 4) {
+    uint32_t v = 0;
+    int pad = 0;
+    for (size_t k = 0; k < 4; ++k) {
+      char c = in[i + k];
+      int x;
+      if (c == '=') {
+        if (i + 4 != in.size() || k < 2) return bad();
+        ++pad;
+        x = 0;
+      } else {
+        if (pad > 0) return bad();
+        const char* p = std::strchr(kB64, c);
+        if (c == '\0' || p == nullptr) return bad();
+        x = static_cast<int>(p - kB64);
+      }
+      v = v << 6 | static_cast<uint32_t>(x);
+    }
+    out.push_back(static_cast<char>(v >> 16));
+    if (pad < 2) out.push_back(static_cast<char>(v >> 8));
+    if (pad < 1) out.push_back(static_cast<char>(v));
+  }
+  return out;
+}
+
+bool IsValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    uint8_t c = static_cast<uint8_t>(s[i]);
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      n = 1;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      n = 2;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    for (size_t k = 1; k <= n; ++k) {
+      if (i + k >= s.size()) return false;
+      uint8_t cc = static_cast<uint8_t>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = cp << 6 | (cc & 0x3f);
+    }
+    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+      return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
+void AppendJsonString(std::string& out, std::string_view s) {
+  static const char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (size_t i = 0; i < s.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '<': case '>': case '&':  // as Go's encoding/json (HTML-safe)
+        out += "\\u00";
+        out.push_back(kHex[c >> 4]);
+        out.push_back(kHex[c & 15]);
+        break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out.push_back(kHex[c >> 4]);
+          out.push_back(kHex[c & 15]);
+        } else if (c == 0xe2 && i + 2 < s.size() && static_cast<uint8_t>(s[i + 1]) == 0x80 &&
+                   (static_cast<uint8_t>(s[i + 2]) == 0xa8 ||
+                    static_cast<uint8_t>(s[i + 2]) == 0xa9)) {
+          out += static_cast<uint8_t>(s[i + 2]) == 0xa8 ? "\\u2028" : "\\u2029";
+          i += 2;
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+uint64_t Crc64Iso(uint64_t crc, std::string_view data) {
+  static const std::array<uint64_t, 256> table = [] {
+    std::array<uint64_t, 256> t{};
+    constexpr uint64_t kPoly = 0xD800000000000000ULL;  // crc64.ISO, reversed
+    for (uint64_t i = 0; i < 256; ++i) {
+      uint64_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ kPoly : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  crc = ~crc;
+  for (char ch : data) {
+    crc = table[static_cast<uint8_t>(crc) ^ static_cast<uint8_t>(ch)] ^ (crc >> 8);
+  }
+  return ~crc;
+}
+
+}  // namespace zstd_chunked
+
+namespace internal {
+namespace {
+
+namespace zc = zstd_chunked;
+using Json = nlohmann::json;
+
+// zstd's largest expansion: a 4-byte RLE block yields a 128 KiB block. A chunk claiming
+// more output per compressed byte than this cannot be real.
+constexpr uint64_t kMaxZstdRatio = 32768;
+constexpr uint64_t kMaxFileSize = uint64_t{1} << 48;
+
+struct Located {
+  zc::Footer footer;
+  std::string checksum;  // "sha256:..." from the annotation; empty on the footer path
+};
+
+bool ParseU64(std::string_view s, uint64_t& v) {
+  if (s.empty() || s.size() > 20) return false;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+uint64_t GetLe64(std::string_view b, size_t off) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8; ++i) v |= uint64_t{static_cast<uint8_t>(b[off + i])} << (8 * i);
+  return v;
+}
+
+uint32_t GetLe32(std::string_view b, size_t off) {
+  uint32_t v = 0;
+  for (size_t i = 0; i < 4; ++i) v |= uint32_t{static_cast<uint8_t>(b[off + i])} << (8 * i);
+  return v;
+}
+
+class Reader {
+ public:
+  Reader(fetch::BlobSource& source, const std::map<std::string, std::string>& annotations,
+         const std::string& layer_digest)
+      : source_(source),
+        annotations_(annotations),
+        layer_digest_(layer_digest),
+        name_(layer_digest.empty() ? source.Describe() : layer_digest),
+        size_(source.Size()) {}
+
+  Result<std::unique_ptr<FlatLayerIndex>> Open();
+
+ private:
+  Status Bad(const std::string& why) const {
+    return Status::Corruption("layer " + name_ + ": zstd:chunked " + why);
+  }
+  Result<std::optional<Located>> FromAnnotations() const;
+  Result<std::optional<Located>> FromFooter();
+  Result<std::string> ReadToc(const Located& loc);
+  Result<std::unique_ptr<FlatLayerIndex>> Build(const Json& toc, uint64_t toc_start);
+  Result<int64_t> Int(const Json& e, const char* key, int64_t min, int64_t max) const;
+  Result<std::string> Str(const Json& e, const char* key) const;
+  Result<std::array<uint8_t, 32>> Sha(const std::string& text, const std::string& what) const;
+
+  fetch::BlobSource& source_;
+  const std::map<std::string, std::string>& annotations_;
+  const std::string& layer_digest_;
+  const std::string name_;
+  const uint64_t size_;
+};
+
+Result<std::optional<Located>> Reader::FromAnnotations() const {
+  for (auto [pos_key, sum_key] :
+       {std::pair{zc::kManifestPositionKey, zc::kManifestChecksumKey},
+        std::pair{zc::kOldManifestPositionKey, zc::kOldManifestChecksumKey}}) {
+    auto it = annotations_.find(std::string(pos_key));
+    if (it == annotations_.end()) continue;
+    const std::string& v = it->second;
+    uint64_t f[4];
+    size_t start = 0;
+    for (int i = 0; i < 4; ++i) {
+      size_t colon = i < 3 ? v.find(':', start) : v.size();
+      if (colon == std::string::npos ||
+          !ParseU64(std::string_view(v).substr(start, colon - start), f[i])) {
+        return Bad("annotation " + std::string(pos_key) + " is malformed (\"" + v + "\")");
+      }
+      start = colon + 1;
+    }
+    auto sum = annotations_.find(std::string(sum_key));
+    if (sum == annotations_.end()) {
+      return Bad("annotation " + std::string(pos_key) + " comes without " + std::string(sum_key));
+    }
+    Located loc;
+    loc.footer.manifest_offset = f[0];
+    loc.footer.manifest_length = f[1];
+    loc.footer.manifest_uncompressed = f[2];
+    loc.footer.manifest_type = f[3];
+    loc.checksum = sum->second;
+    return std::optional<Located>(loc);
+  }
+  return std::optional<Located>();
+}
+
+Result<std::optional<Located>> Reader::FromFooter() {
+  const uint64_t tail_len = std::min<uint64_t>(size_, 64 + zc::kSkippableHeader);
+  std::string tail(tail_len, '\0');
+  if (tail_len > 0) {
+    std::span<uint8_t> out(reinterpret_cast<uint8_t*>(tail.data()), tail_len);
+    ASSIGN_OR_RETURN(size_t n, source_.ReadAt(size_ - tail_len, out));
+    if (n != tail_len) return Bad("footer: short read");
+  }
+  auto is_magic = [](std::string_view b) { return b == zc::kMagic || b == zc::kMagicOld; };
+  for (size_t n : {size_t{64}, size_t{56}, size_t{40}}) {
+    if (tail.size() < n + zc::kSkippableHeader) continue;
+    std::string_view frame = std::string_view(tail).substr(tail.size() - n - zc::kSkippableHeader);
+    if (std::memcmp(frame.data(), zc::kSkippableMagic.data(), 4) != 0 ||
+        GetLe32(frame, 4) != n) {
+      continue;
+    }
+    std::string_view f = frame.substr(zc::kSkippableHeader);
+    Located loc;
+    loc.footer.manifest_offset = GetLe64(f, 0);
+    loc.footer.manifest_length = GetLe64(f, 8);
+    loc.footer.manifest_uncompressed = GetLe64(f, 16);
+    loc.footer.manifest_type = GetLe64(f, 24);
+    bool ok = false;
+    if (n == 64) {
+      ok = is_magic(f.substr(56, 8));
+      loc.footer.tarsplit_offset = GetLe64(f, 32);
+      loc.footer.tarsplit_length = GetLe64(f, 40);
+      loc.footer.tarsplit_uncompressed = GetLe64(f, 48);
+    } else if (n == 56) {
+      // containers/storage 1.47-1.49 wrote the magic at 32 (16 zero bytes follow); their
+      // reader looked for it at 48. Accept both.
+      ok = (is_magic(f.substr(32, 8)) && f.substr(40) == std::string(16, '\0')) ||
+           is_magic(f.substr(48, 8));
+    } else {
+      ok = is_magic(f.substr(32, 8));
+    }
+    if (!ok) return Bad("footer (" + std::to_string(n) + " bytes) has no GNUlInUx magic");
+    return std::optional<Located>(loc);
+  }
+  // No footer frame. A magic where a footer would put one means a damaged footer.
+  if (tail.size() >= 8 && is_magic(std::string_view(tail).substr(tail.size() - 8))) {
+    return Bad("footer is damaged (magic without its skippable frame)");
+  }
+  if (tail.size() >= 24 && is_magic(std::string_view(tail).substr(tail.size() - 24, 8))) {
+    return Bad("footer is damaged (magic without its skippable frame)");
+  }
+  return std::optional<Located>();
+}
+
+Result<std::string> Reader::ReadToc(const Located& loc) {
+  const zc::Footer& f = loc.footer;
+  if (f.manifest_type != zc::kManifestTypeCrfs) {
+    return Bad("manifest type " + std::to_string(f.manifest_type) + " is not 1 (CRFS)");
+  }
+  if (f.manifest_length == 0 || f.manifest_offset > size_ ||
+      f.manifest_length > size_ - f.manifest_offset) {
+    return Bad("TOC range " + std::to_string(f.manifest_offset) + "+" +
+               std::to_string(f.manifest_length) + " is outside the blob (" +
+               std::to_string(size_) + " bytes)");
+  }
+  if (f.manifest_length > zc::kMaxTocBytes || f.manifest_uncompressed > zc::kMaxTocBytes ||
+      f.manifest_uncompressed == 0) {
+    return Bad("TOC size " + std::to_string(f.manifest_uncompressed) + " is out of bounds");
+  }
+  std::string compressed(f.manifest_length, '\0');
+  fetch::ByteRange range{f.manifest_offset, f.manifest_length};
+  std::span<uint8_t> out(reinterpret_cast<uint8_t*>(compressed.data()), compressed.size());
+  RETURN_IF_ERROR(source_.ReadRanges(std::span<const fetch::ByteRange>(&range, 1),
+                                     std::span<const std::span<uint8_t>>(&out, 1)));
+  if (!loc.checksum.empty()) {
+    auto want = Digest::Parse(loc.checksum);
+    if (!want.ok() || want->algorithm() != "sha256") {
+      return Bad("manifest-checksum annotation \"" + loc.checksum + "\" is not a sha256 digest");
+    }
+    Digest got = Digest::Sha256Of(compressed);
+    if (got != *want) {
+      return Bad("TOC checksum mismatch (annotation " + want->String() + ", blob " +
+                 got.String() + ")");
+    }
+  }
+  std::string toc(f.manifest_uncompressed, '\0');
+  size_t r = ZSTD_decompress(toc.data(), toc.size(), compressed.data(), compressed.size());
+  if (ZSTD_isError(r)) {
+    return Bad(std::string("TOC does not decompress: ") + ZSTD_getErrorName(r));
+  }
+  if (r != toc.size()) {
+    return Bad("TOC decompresses to " + std::to_string(r) + " bytes, not " +
+               std::to_string(toc.size()));
+  }
+  return toc;
+}
+
+Result<int64_t> Reader::Int(const Json& e, const char* key, int64_t min, int64_t max) const {
+  auto it = e.find(key);
+  if (it == e.end() || it->is_null()) return int64_t{0};
+  int64_t v;
+  if (it->is_number_unsigned()) {
+    uint64_t u = it->get<uint64_t>();
+    if (u > static_cast<uint64_t>(max)) {
+      return Bad(std::string("TOC field ") + key + " out of range");
+    }
+    v = static_cast<int64_t>(u);
+  } else if (it->is_number_integer()) {
+    v = it->get<int64_t>();
+  } else {
+    return Bad(std::string("TOC field ") + key + " is not an integer");
+  }
+  if (v < min || v > max) return Bad(std::string("TOC field ") + key + " out of range");
+  return v;
+}
+
+Result<std::string> Reader::Str(const Json& e, const char* key) const {
+  auto it = e.find(key);
+  if (it == e.end() || it->is_null()) return std::string();
+  if (!it->is_string()) return Bad(std::string("TOC field ") + key + " is not a string");
+  return it->get<std::string>();
+}
+
+Result<std::array<uint8_t, 32>> Reader::Sha(const std::string& text,
+                                            const std::string& what) const {
+  auto d = Digest::Parse(text);
+  if (!d.ok() || d->algorithm() != "sha256") {
+    return Bad(what + ": digest \"" + text + "\" is missing or not sha256");
+  }
+  return RawSha256(*d);
+}
+
+Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t toc_start) {
+  if (!toc.is_object()) return Bad("TOC is not a JSON object");
+  auto ver = toc.find("version");
+  if (ver != toc.end() && !(ver->is_number_integer() && ver->get<int64_t>() == 1)) {
+    return Bad("TOC version is not 1");
+  }
+  auto entries_it = toc.find("entries");
+  if (entries_it == toc.end() || !entries_it->is_array()) return Bad("TOC has no entries array");
+  const Json& entries = *entries_it;
+  const size_t n = entries.size();
+  for (const Json& e : entries) {
+    if (!e.is_object()) return Bad("TOC entry is not an object");
+  }
+
+  // Where the compressed data after entry i ends when the TOC gives no endOffset: the
+  // next entry with an offset, else the TOC's skippable frame.
+  std::vector<uint64_t> next_offset(n + 1, toc_start);
+  for (size_t i = n; i-- > 0;) {
+    ASSIGN_OR_RETURN(int64_t off, Int(entries[i], "offset", 0, INT64_MAX));
+    next_offset[i] = off > 0 ? static_cast<uint64_t>(off) : next_offset[i + 1];
+  }
+
+  TreeBuilder builder;
+  std::vector<std::vector<ChunkRef>> files;
+  auto add_chunk = [&](std::vector<ChunkRef>& out, uint64_t off, uint64_t end,
+                       uint64_t file_offset, uint64_t length, const std::array<uint8_t, 32>& sha,
+                       const std::string& path) -> Status {
+    if (off == 0 || end <= off || end > size_) {
+      return Bad("entry \"" + path + "\": chunk range " + std::to_string(off) + "-" +
+                 std::to_string(end) + " is outside the blob (" + std::to_string(size_) +
+                 " bytes)");
+    }
+    if (length / kMaxZstdRatio > end - off) {
+      return Bad("entry \"" + path + "\": chunk of " + std::to_string(length) +
+                 " bytes cannot come from " + std::to_string(end - off) + " compressed bytes");
+    }
+    ChunkRef c;
+    c.codec = Codec::kZstd;
+    c.blob_offset = off;
+    c.blob_length = end - off;
+    c.file_offset = file_offset;
+    c.length = length;
+    c.span_length = length;
+    c.inner_offset = 0;
+    c.has_digest = true;
+    c.chunk_digest = true;
+    c.sha256 = sha;
+    out.push_back(c);
+    return Status::Ok();
+  };
+
+  for (size_t i = 0; i < n; ++i) {
+    const Json& e = entries[i];
+    ASSIGN_OR_RETURN(std::string type, Str(e, "type"));
+    ASSIGN_OR_RETURN(std::string raw_name, Str(e, "name"));
+    if (type == "chunk") return Bad("entry \"" + raw_name + "\": chunk without a regular file");
+    auto path = NormalizeTarPath(raw_name);
+    if (!path.ok()) return Bad("entry \"" + raw_name + "\": " + path.status().message());
+    TarEntry te;
+    te.path = std::move(*path);
+    ASSIGN_OR_RETURN(int64_t mode, Int(e, "mode", 0, INT64_MAX));
+    te.mode = static_cast<uint32_t>(mode & 07777);
+    ASSIGN_OR_RETURN(int64_t uid, Int(e, "uid", 0, UINT32_MAX));
+    ASSIGN_OR_RETURN(int64_t gid, Int(e, "gid", 0, UINT32_MAX));
+    te.uid = static_cast<uint32_t>(uid);
+    te.gid = static_cast<uint32_t>(gid);
+    ASSIGN_OR_RETURN(std::string modtime, Str(e, "modtime"));
+    if (!modtime.empty()) {
+      auto t = zc::ParseRfc3339(modtime);
+      if (!t.ok()) return Bad("entry \"" + raw_name + "\": " + t.status().message());
+      if (t->has_value()) {
+        te.mtime_sec = (*t)->first;
+        te.mtime_nsec = (*t)->second;
+      }
+    }
+    ASSIGN_OR_RETURN(int64_t dev_major, Int(e, "devMajor", 0, UINT32_MAX));
+    ASSIGN_OR_RETURN(int64_t dev_minor, Int(e, "devMinor", 0, UINT32_MAX));
+    te.dev_major = static_cast<uint32_t>(dev_major);
+    te.dev_minor = static_cast<uint32_t>(dev_minor);
+    auto xattrs = e.find("xattrs");
+    if (xattrs != e.end() && !xattrs->is_null()) {
+      if (!xattrs->is_object()) return Bad("entry \"" + raw_name + "\": xattrs is not an object");
+      for (auto it = xattrs->begin(); it != xattrs->end(); ++it) {
+        if (!it.value().is_string()) {
+          return Bad("entry \"" + raw_name + "\": xattr " + it.key() + " is not a string");
+        }
+        auto value = zc::Base64Decode(it.value().get<std::string>());
+        if (!value.ok()) {
+          return Bad("entry \"" + raw_name + "\": xattr " + it.key() + " is not base64");
+        }
+        te.xattrs.emplace_back(it.key(), std::move(*value));
+      }
+    }
+    ASSIGN_OR_RETURN(std::string link, Str(e, "linkName"));
+    ASSIGN_OR_RETURN(int64_t size, Int(e, "size", 0, static_cast<int64_t>(kMaxFileSize)));
+
+    if (type == "reg") {
+      te.type = TarType::kRegular;
+      te.size = static_cast<uint64_t>(size);
+      te.data_offset = files.size();
+      std::vector<ChunkRef>& chunks = files.emplace_back();
+      size_t last = i;
+      while (last + 1 < n && entries[last + 1].value("type", Json()) == "chunk") ++last;
+      if (size > 0 && last == i) {
+        ASSIGN_OR_RETURN(int64_t off, Int(e, "offset", 0, INT64_MAX));
+        ASSIGN_OR_RETURN(int64_t end, Int(e, "endOffset", 0, INT64_MAX));
+        ASSIGN_OR_RETURN(std::string digest, Str(e, "digest"));
+        ASSIGN_OR_RETURN(auto sha, Sha(digest, "entry \"" + raw_name + "\""));
+        if (end != 0 && end <= off) {
+          return Bad("entry \"" + raw_name + "\": endOffset " + std::to_string(end) +
+                     " is not after offset " + std::to_string(off));
+        }
+        uint64_t stop = end != 0 ? static_cast<uint64_t>(end) : next_offset[i + 1];
+        RETURN_IF_ERROR(add_chunk(chunks, static_cast<uint64_t>(off), stop, 0, te.size, sha,
+                                  raw_name));
+      } else if (size > 0) {
+        ASSIGN_OR_RETURN(int64_t main_end, Int(e, "endOffset", 0, INT64_MAX));
+        uint64_t pos = 0;
+        for (size_t k = i; k <= last; ++k) {
+          const Json& c = entries[k];
+          ASSIGN_OR_RETURN(int64_t off, Int(c, "offset", 0, INT64_MAX));
+          constexpr auto kMax = static_cast<int64_t>(kMaxFileSize);
+          ASSIGN_OR_RETURN(int64_t csize, Int(c, "chunkSize", 0, kMax));
+          ASSIGN_OR_RETURN(int64_t coff, Int(c, "chunkOffset", 0, kMax));
+          ASSIGN_OR_RETURN(std::string digest, Str(c, "chunkDigest"));
+          if (static_cast<uint64_t>(coff) != pos) {
+            return Bad("entry \"" + raw_name + "\": chunk at file offset " +
+                       std::to_string(coff) + " where " + std::to_string(pos) + " was expected");
+          }
+          uint64_t length = csize > 0 ? static_cast<uint64_t>(csize) : te.size - pos;
+          if (length == 0 || length > te.size - pos) {
+            return Bad("entry \"" + raw_name + "\": chunk sizes do not add up to its size");
+          }
+          ASSIGN_OR_RETURN(auto sha, Sha(digest, "entry \"" + raw_name + "\" chunk"));
+          uint64_t stop;
+          if (k < last) {
+            ASSIGN_OR_RETURN(int64_t next, Int(entries[k + 1], "offset", 0, INT64_MAX));
+            stop = static_cast<uint64_t>(next);
+          } else {
+            ASSIGN_OR_RETURN(int64_t own_end, Int(c, "endOffset", 0, INT64_MAX));
+            if (main_end != 0 && main_end <= off) {
+              return Bad("entry \"" + raw_name + "\": endOffset " + std::to_string(main_end) +
+                         " is not after its last chunk");
+            }
+            stop = main_end > off   ? static_cast<uint64_t>(main_end)
+                   : own_end > off  ? static_cast<uint64_t>(own_end)
+                                    : next_offset[last + 1];
+          }
+          RETURN_IF_ERROR(add_chunk(chunks, static_cast<uint64_t>(off), stop, pos, length, sha,
+                                    raw_name));
+          pos += length;
+        }
+        if (pos != te.size) {
+          return Bad("entry \"" + raw_name + "\": chunk sizes do not add up to its size");
+        }
+      } else if (last != i) {
+        return Bad("entry \"" + raw_name + "\": empty file with chunks");
+      }
+      i = last;
+    } else if (type == "dir") {
+      te.type = TarType::kDirectory;
+    } else if (type == "symlink") {
+      te.type = TarType::kSymlink;
+      te.linkname = link;
+    } else if (type == "hardlink") {
+      te.type = TarType::kHardLink;
+      auto target = NormalizeTarPath(link);
+      if (!target.ok() || target->empty()) {
+        return Bad("entry \"" + raw_name + "\": bad hard link target \"" + link + "\"");
+      }
+      te.linkname = std::move(*target);
+    } else if (type == "char") {
+      te.type = TarType::kCharDevice;
+    } else if (type == "block") {
+      te.type = TarType::kBlockDevice;
+    } else if (type == "fifo") {
+      te.type = TarType::kFifo;
+    } else {
+      return Bad("entry \"" + raw_name + "\": unknown type \"" + type + "\"");
+    }
+    Status st = builder.Add(te);
+    if (!st.ok()) return st.WithContext("layer " + name_ + ": zstd:chunked TOC");
+  }
+
+  auto map = [&files](uint64_t key, uint64_t, std::vector<ChunkRef>& out) -> Status {
+    if (key >= files.size()) return Status::Internal("zstd:chunked: bad file key");
+    out.insert(out.end(), files[key].begin(), files[key].end());
+    return Status::Ok();
+  };
+  auto index = builder.Finish(map, LayerFormat::kZstdChunked, size_, layer_digest_, nullptr);
+  if (!index.ok()) return index.status().WithContext("layer " + name_ + ": zstd:chunked TOC");
+  return std::move(*index);
+}
+
+Result<std::unique_ptr<FlatLayerIndex>> Reader::Open() {
+  ASSIGN_OR_RETURN(std::optional<Located> loc, FromAnnotations());
+  if (!loc) {
+    ASSIGN_OR_RETURN(loc, FromFooter());
+  }
+  if (!loc) return std::unique_ptr<FlatLayerIndex>();
+  ASSIGN_OR_RETURN(std::string text, ReadToc(*loc));
+  Json toc;
+  try {
+    toc = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  } catch (const std::exception& e) {
+    return Bad(std::string("TOC is not valid JSON: ") + e.what());
+  }
+  if (toc.is_discarded()) return Bad("TOC is not valid JSON");
+  const uint64_t toc_start = loc->footer.manifest_offset >= zc::kSkippableHeader
+                                 ? loc->footer.manifest_offset - zc::kSkippableHeader
+                                 : loc->footer.manifest_offset;
+  try {
+    return Build(toc, toc_start);
+  } catch (const std::exception& e) {
+    return Bad(std::string("TOC: ") + e.what());
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<FlatLayerIndex>> TryOpenZstdChunked(
+    fetch::BlobSource& source, const std::map<std::string, std::string>& annotations,
+    const std::string& layer_digest) {
+  Reader reader(source, annotations, layer_digest);
+  return reader.Open();
+}
+
+}  // namespace internal
+}  // namespace imagefs::index
