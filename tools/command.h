@@ -64,6 +64,9 @@ int RunLogout(const GlobalOptions& global, const std::vector<std::string>& args)
 int RunImages(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunTag(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunRmi(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunLs(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunCat(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunConvert(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunHistory(const GlobalOptions& global, const std::vector<std::string>& args);
 
 }  // namespace imagefs::tools

@@ -28,6 +28,9 @@ int RunVersion(const GlobalOptions&, const std::vector<std::string>&) {
 constexpr Command kCommands[] = {
     {"inspect", "Show an image's manifest and config as JSON, like skopeo inspect", RunInspect},
     {"pull", "Download an image's layers, verify them and store them under --root", RunPull},
+    {"ls", "List files of an image without pulling it", RunLs},
+    {"cat", "Print a file of an image without pulling it", RunCat},
+    {"convert", "Rewrite an image's layers as seekable layers (zstd:chunked, eStargz)", RunConvert},
     {"images", "List pulled images, as docker images", RunImages},
     {"tag", "Give a pulled image another name", RunTag},
     {"rmi", "Remove pulled images (untag, then delete unused blobs)", RunRmi},

@@ -1,0 +1,24 @@
+#pragma once
+
+// An image's merged root filesystem, opened for the commands that read it without a mount
+// (ls, cat; later diff). Layers come from the local blob store when `pull` put them there,
+// else straight from the image's source by range reads; layer indexes that had to be
+// built (plain gzip / zstd / tar layers) are cached under --root/indexes.
+
+#include <memory>
+#include <string>
+
+#include "index/merged_view.h"
+#include "tools/command.h"
+
+namespace imagefs::tools {
+
+struct ImageView {
+  OpenedImage opened;
+  std::unique_ptr<index::MergedView> view;
+};
+
+Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& name,
+                                const std::string& platform);
+
+}  // namespace imagefs::tools
