@@ -2,14 +2,56 @@
 
 #include "index/index_cache.h"
 #include "store/blob_store.h"
+#include "store/metadata_store.h"
+#include "tools/local_images.h"
 #include "util/file.h"
 
 namespace imagefs::tools {
+namespace {
+
+// A pulled image named by `name`, with every blob in the store: read without asking the
+// registry (as docker run uses a stored image). nullopt when it is not stored whole.
+Result<std::optional<OpenedImage>> StoredImage(const GlobalOptions& global,
+                                               const std::string& name,
+                                               store::BlobStore& blobs) {
+  if (!PathExists(global.root + "/metadata.db")) return std::optional<OpenedImage>();
+  auto ref = fetch::ParseImageRef(name);
+  if (!ref.ok() || ref->transport != fetch::Transport::kDocker) {
+    return std::optional<OpenedImage>();
+  }
+  ASSIGN_OR_RETURN(auto meta, store::MetadataStore::Open(global.root));
+  auto local = FindLocalImage(*meta, name);
+  if (!local.ok()) {
+    if (local.status().IsNotFound()) return std::optional<OpenedImage>();
+    return local.status();
+  }
+  OpenedImage out;
+  out.ref = *ref;
+  ASSIGN_OR_RETURN(out.options, MakeFetchOptions(global, ""));
+  fetch::ResolvedImage& image = out.image;
+  ASSIGN_OR_RETURN(Digest manifest_digest, Digest::Parse(local->manifest_digests.front()));
+  if (!blobs.Has(manifest_digest)) return std::optional<OpenedImage>();
+  ASSIGN_OR_RETURN(image.manifest.bytes, blobs.Get(manifest_digest));
+  image.manifest.digest = manifest_digest.String();
+  ASSIGN_OR_RETURN(image.parsed, fetch::ParseImageManifest(image.manifest.bytes, ""));
+  image.manifest.media_type = image.parsed.media_type;
+  ASSIGN_OR_RETURN(Digest config_digest, Digest::Parse(image.parsed.config.digest));
+  if (!blobs.Has(config_digest)) return std::optional<OpenedImage>();
+  ASSIGN_OR_RETURN(image.config_bytes, blobs.Get(config_digest));
+  ASSIGN_OR_RETURN(image.config, fetch::ParseImageConfig(image.config_bytes));
+  for (const fetch::Descriptor& layer : image.parsed.layers) {
+    auto digest = Digest::Parse(layer.digest);
+    if (!digest.ok() || !blobs.Has(*digest)) return std::optional<OpenedImage>();
+  }
+  image.name = local->by_name ? local->name.repository : "";
+  return std::optional<OpenedImage>(std::move(out));
+}
+
+}  // namespace
 
 Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& name,
                                 const std::string& platform) {
   ImageView out;
-  ASSIGN_OR_RETURN(out.opened, OpenImage(global, name, platform));
   std::unique_ptr<index::IndexCache> cache =
       index::MakeDirectoryIndexCache(global.root + "/indexes");
   // Blobs `pull` stored (verified when they were written) spare the network.
@@ -17,6 +59,15 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
   if (PathExists(global.root + "/blobs")) {
     auto opened = store::BlobStore::Open(global.root);
     if (opened.ok()) blobs = std::move(*opened);
+  }
+  std::optional<OpenedImage> stored;
+  if (blobs && platform.empty()) {
+    ASSIGN_OR_RETURN(stored, StoredImage(global, name, *blobs));
+  }
+  if (stored) {
+    out.opened = std::move(*stored);
+  } else {
+    ASSIGN_OR_RETURN(out.opened, OpenImage(global, name, platform));
   }
   std::vector<index::ViewLayer> layers;
   for (const fetch::Descriptor& desc : out.opened.image.parsed.layers) {
@@ -29,6 +80,7 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
       }
     }
     if (!source) {
+      if (!out.opened.source) return Status::Internal("stored layer " + desc.digest + " vanished");
       ASSIGN_OR_RETURN(source, out.opened.source->OpenBlob(desc));
     }
     ASSIGN_OR_RETURN(auto layer_index, index::OpenLayerIndex(*source, desc, cache.get()));

@@ -1,8 +1,9 @@
 #pragma once
 
 // An image's merged root filesystem, opened for the commands that read it without a mount
-// (ls, cat; later diff). Layers come from the local blob store when `pull` put them there,
-// else straight from the image's source by range reads; layer indexes that had to be
+// (ls, cat; later diff). An image `pull` stored whole is read from the store without asking
+// the registry (so it works offline); otherwise the manifest comes from the source and each
+// layer from the blob store when it is there, else from the source by range reads; layer indexes that had to be
 // built (plain gzip / zstd / tar layers) are cached under --root/indexes.
 
 #include <memory>

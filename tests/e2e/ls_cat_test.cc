@@ -329,6 +329,27 @@ TEST_F(LsCatTest, ConvertFromRegistryToRegistryThenLsAndCatTheResult) {
   EXPECT_EQ(cat.stdout_text, *ReadFile(v.oracle + "/etc/passwd"));
 }
 
+TEST_F(LsCatTest, APulledImageIsReadFromTheStoreWithTheRegistryGone) {
+  auto own = TestRegistry::Start(RegistryFlavor::kPlain);
+  ASSERT_TRUE(own.ok()) << own.status().message();
+  auto image = TestImage("busybox");
+  ASSERT_TRUE(image.ok());
+  ASSERT_TRUE(PushImage(**own, *image, "t/offline:1", false).ok());
+  const std::string ref = (*own)->host() + "/t/offline:1";
+  ProcessResult pull = Imagefs({"pull", ref});
+  ASSERT_EQ(pull.exit_code, 0) << pull.Describe();
+  own->reset();  // the registry is stopped: nothing answers on its port now
+  ProcessResult cat = Imagefs({"cat", ref, "/data/hello.txt"});
+  ASSERT_EQ(cat.exit_code, 0) << cat.Describe();
+  EXPECT_EQ(cat.stdout_text, "hello from imagefs\n");
+  ProcessResult ls = Imagefs({"ls", ref, "/etc"});
+  EXPECT_EQ(ls.stdout_text, "group\npasswd\n");
+  // An image that was never pulled still needs its registry.
+  ProcessResult other = Imagefs({"cat", ref + "x", "/x"});
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_EQ(LineCount(other.stderr_text), 1) << other.stderr_text;
+}
+
 // The measure of lazy reading: a 1 KiB file of a converted ~100 MiB layer costs
 // under 1% of the layer (footer, TOC, the file's own chunk).
 TEST_F(LsCatTest, CatOfASmallFileFromASeekableLayerFetchesUnderOnePercent) {

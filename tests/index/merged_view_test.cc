@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -218,6 +220,38 @@ TEST_F(MergedViewTest, AHardLinkToAFileNoLowerLayerHasIsLeftOut) {
 TEST_F(MergedViewTest, DotDotInAPathIsRefused) {
   Build({Dir("a/") + File("a/f", "f")}, false);
   EXPECT_FALSE(view_->Resolve("a/../a/f").ok());
+}
+
+// The budget: an image of 100,000 files in well under 100 MB of index.
+TEST(MergedViewMemoryTest, HundredThousandFilesInTwoLayersFitWellUnder100MB) {
+  std::string base, top;
+  for (int d = 0; d < 1000; ++d) {
+    const std::string dir = "usr/lib/pkg" + std::to_string(d) + "/";
+    base += Dir(dir);
+    for (int f = 0; f < 100; ++f) {
+      base += File(dir + "module_" + std::to_string(f) + ".so", "x");
+    }
+    if (d % 10 == 0) {  // the upper layer replaces a tenth of the files and deletes some
+      top += File(dir + "module_0.so", "y") + File(dir + ".wh.module_1.so", "");
+    }
+  }
+  std::vector<ViewLayer> layers;
+  for (const std::string* tar : {&base, &top}) {
+    auto source = fetch::MakeMemoryBlobSource(*tar + test::EndOfArchive(), "layer");
+    auto index = OpenLayerIndex(*source, "application/vnd.oci.image.layer.v1.tar", "", nullptr);
+    ASSERT_TRUE(index.ok()) << index.status().message();
+    layers.push_back({std::move(source), std::move(*index)});
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto view = MergedView::Build(std::move(layers));
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                              start).count();
+  ASSERT_TRUE(view.ok()) << view.status().message();
+  EXPECT_EQ((*view)->InodeCount(), 1u + 2 + 1000 + 100000 - 100);
+  const size_t bytes = (*view)->MemoryUsage();
+  std::printf("100k files, 2 layers: merged view + indexes %.1f MB, merged in %.0f ms\n",
+              bytes / 1e6, ms);
+  EXPECT_LT(bytes, 50u << 20);
 }
 
 }  // namespace
