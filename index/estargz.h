@@ -1,10 +1,11 @@
 #pragma once
 
-// eStargz constants and small codecs shared by the reader (estargz_reader.cc) and the
+// eStargz constants and the footer codec shared by the reader (estargz_reader.cc) and the
 // writer (estargz_writer.cc). Internal to index/. The format: docs/formats.md ("eStargz").
+// The TOC field codecs (base64, RFC 3339, UTF-8) are shared with zstd:chunked:
+// index/toc_util.h.
 
 #include <cstdint>
-#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -47,18 +48,5 @@ struct ParsedFooter {
 // not claim to be a footer (no gzip header with "STARGZ" in its extra field), kDamaged
 // when they claim to be one but do not check out.
 ParsedFooter ParseFooter(std::span<const uint8_t> tail);
-
-// Standard base64 with padding (Go's encoding of []byte in JSON).
-std::string Base64Encode(std::string_view in);
-std::optional<std::string> Base64Decode(std::string_view in);
-
-// RFC 3339 in UTC: "2006-01-02T15:04:05Z", with up to 9 fraction digits (trailing zeros
-// trimmed) when nsec != 0.
-std::string FormatRfc3339(int64_t sec, uint32_t nsec);
-// Accepts "YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm)" (also 't' and 'z').
-bool ParseRfc3339(std::string_view text, int64_t& sec, uint32_t& nsec);
-
-// True when `s` is well-formed UTF-8 (JSON strings must be).
-bool IsValidUtf8(std::string_view s);
 
 }  // namespace imagefs::index::estargz

@@ -6,7 +6,8 @@
 // from the member header, skipping `innerOffset` bytes, gives the chunk, checked against
 // its chunkDigest. Everything the TOC says is checked against the blob before it is used.
 //
-// Also holds the codecs shared with the writer (index/estargz.h).
+// Also holds the footer codec shared with the writer (index/estargz.h); the TOC field
+// codecs are index/toc_util.h.
 
 #include <sys/stat.h>
 #include <zlib.h>
@@ -18,6 +19,7 @@
 #include "index/coding.h"
 #include "index/estargz.h"
 #include "index/readers.h"
+#include "index/toc_util.h"
 
 namespace imagefs::index {
 namespace estargz {
@@ -40,29 +42,6 @@ bool ParseHex16(std::span<const uint8_t> hex, uint64_t& out) {
     out = out << 4 | static_cast<uint64_t>(v);
   }
   return true;
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian date (era-based, exact for any year).
-int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2 ? 1 : 0;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const int64_t yoe = y - era * 400;
-  const int64_t mp = (m + 9) % 12;
-  const int64_t doy = (153 * mp + 2) / 5 + d - 1;
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
-
-void CivilFromDays(int64_t z, int64_t& y, unsigned& m, unsigned& d) {
-  z += 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const int64_t doe = z - era * 146097;
-  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const int64_t mp = (5 * doy + 2) / 153;
-  d = static_cast<unsigned>(doy - (153 * mp + 2) / 5 + 1);
-  m = static_cast<unsigned>(mp < 10 ? mp + 3 : mp - 9);
-  y = yoe + era * 400 + (m <= 2 ? 1 : 0);
 }
 
 }  // namespace
@@ -110,173 +89,6 @@ ParsedFooter ParseFooter(std::span<const uint8_t> p) {
   }
   f.kind = FooterKind::kFooter;
   return f;
-}
-
-std::string Base64Encode(std::string_view in) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 3 <= in.size(); i += 3) {
-    uint32_t v = uint32_t{static_cast<uint8_t>(in[i])} << 16 |
-                 uint32_t{static_cast<uint8_t>(in[i + 1])} << 8 | static_cast<uint8_t>(in[i + 2]);
-    for (int k = 3; k >= 0; --k) out.push_back(kAlphabet[(v >> (6 * k)) & 63]);
-  }
-  const size_t rest = in.size() - i;
-  if (rest > 0) {
-    uint32_t v = uint32_t{static_cast<uint8_t>(in[i])} << 16;
-    if (rest == 2) v |= uint32_t{static_cast<uint8_t>(in[i + 1])} << 8;
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(rest == 2 ? kAlphabet[(v >> 6) & 63] : '=');
-    out.push_back('=');
-  }
-  return out;
-}
-
-std::optional<std::string> Base64Decode(std::string_view in) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  if (in.size() % 4 != 0) return std::nullopt;
-  std::string out;
-  out.reserve(in.size() / 4 * 3);
-  for (size_t i = 0; i < in.size(); i += 4) {
-    const bool last = i + 4 == in.size();
-    int pad = 0;
-    uint32_t v = 0;
-    for (size_t k = 0; k < 4; ++k) {
-      char c = in[i + k];
-      if (c == '=' && last && k >= 2) {
-        ++pad;
-        v <<= 6;
-        continue;
-      }
-      int x = value(c);
-      if (x < 0 || pad > 0) return std::nullopt;
-      v = v << 6 | static_cast<uint32_t>(x);
-    }
-    out.push_back(static_cast<char>(v >> 16));
-    if (pad < 2) out.push_back(static_cast<char>(v >> 8));
-    if (pad < 1) out.push_back(static_cast<char>(v));
-  }
-  return out;
-}
-
-std::string FormatRfc3339(int64_t sec, uint32_t nsec) {
-  int64_t days = sec >= 0 ? sec / 86400 : -((-sec + 86399) / 86400);
-  int64_t rem = sec - days * 86400;
-  int64_t y;
-  unsigned m, d;
-  CivilFromDays(days, y, m, d);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02lld:%02lld:%02lld",
-                static_cast<long long>(y), m, d, static_cast<long long>(rem / 3600),
-                static_cast<long long>(rem / 60 % 60), static_cast<long long>(rem % 60));
-  std::string out = buf;
-  if (nsec != 0 && nsec < 1000000000) {
-    char frac[16];
-    std::snprintf(frac, sizeof frac, ".%09u", nsec);
-    std::string f = frac;
-    while (f.back() == '0') f.pop_back();
-    out += f;
-  }
-  out += "Z";
-  return out;
-}
-
-bool ParseRfc3339(std::string_view t, int64_t& sec, uint32_t& nsec) {
-  auto digits = [&](size_t at, size_t n, int64_t& v) {
-    if (at + n > t.size()) return false;
-    v = 0;
-    for (size_t i = at; i < at + n; ++i) {
-      if (t[i] < '0' || t[i] > '9') return false;
-      v = v * 10 + (t[i] - '0');
-    }
-    return true;
-  };
-  int64_t year, month, day, hour, minute, second;
-  if (!digits(0, 4, year) || t.size() < 20 || t[4] != '-' || !digits(5, 2, month) ||
-      t[7] != '-' || !digits(8, 2, day) || (t[10] != 'T' && t[10] != 't') ||
-      !digits(11, 2, hour) || t[13] != ':' || !digits(14, 2, minute) || t[16] != ':' ||
-      !digits(17, 2, second)) {
-    return false;
-  }
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 ||
-      second > 60) {
-    return false;
-  }
-  size_t pos = 19;
-  nsec = 0;
-  if (pos < t.size() && t[pos] == '.') {
-    ++pos;
-    size_t n = 0;
-    while (pos < t.size() && t[pos] >= '0' && t[pos] <= '9') {
-      if (n < 9) nsec = nsec * 10 + static_cast<uint32_t>(t[pos] - '0');
-      ++n;
-      ++pos;
-    }
-    if (n == 0) return false;
-    for (size_t k = n; k < 9; ++k) nsec *= 10;
-  }
-  int64_t offset = 0;
-  if (pos < t.size() && (t[pos] == 'Z' || t[pos] == 'z')) {
-    ++pos;
-  } else if (pos < t.size() && (t[pos] == '+' || t[pos] == '-')) {
-    int64_t oh, om;
-    if (!digits(pos + 1, 2, oh) || pos + 3 >= t.size() || t[pos + 3] != ':' ||
-        !digits(pos + 4, 2, om) || oh > 23 || om > 59) {
-      return false;
-    }
-    offset = (oh * 60 + om) * 60 * (t[pos] == '-' ? -1 : 1);
-    pos += 6;
-  } else {
-    return false;
-  }
-  if (pos != t.size()) return false;
-  sec = DaysFromCivil(year, static_cast<unsigned>(month), static_cast<unsigned>(day)) * 86400 +
-        hour * 3600 + minute * 60 + second - offset;
-  return true;
-}
-
-bool IsValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const uint8_t c = static_cast<uint8_t>(s[i]);
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xe0) == 0xc0) {
-      n = 1;
-      cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      n = 2;
-      cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + n >= s.size()) return false;
-    for (size_t k = 1; k <= n; ++k) {
-      const uint8_t cc = static_cast<uint8_t>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) return false;
-      cp = cp << 6 | (cc & 0x3f);
-    }
-    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-    i += n + 1;
-  }
-  return true;
 }
 
 }  // namespace estargz
@@ -387,24 +199,6 @@ struct TocFile {
   std::vector<ChunkRef> refs;  // computed from chunks
 };
 
-bool ParseSha256(const std::string& text, std::array<uint8_t, 32>& raw) {
-  auto d = Digest::Parse(text);
-  if (!d.ok() || d->algorithm() != "sha256") return false;
-  raw = RawSha256(*d);
-  return true;
-}
-
-Result<TarType> TypeOf(const std::string& type) {
-  if (type == "dir") return TarType::kDirectory;
-  if (type == "reg") return TarType::kRegular;
-  if (type == "symlink") return TarType::kSymlink;
-  if (type == "hardlink") return TarType::kHardLink;
-  if (type == "char") return TarType::kCharDevice;
-  if (type == "block") return TarType::kBlockDevice;
-  if (type == "fifo") return TarType::kFifo;
-  return Status::Corruption("unknown entry type \"" + type + "\"");
-}
-
 class TocParser {
  public:
   TocParser(uint64_t toc_offset) : toc_offset_(toc_offset) {}
@@ -450,9 +244,9 @@ Status TocParser::AddChunk(TocFile& file, Fields& fields, const std::string& whe
     return Status::Corruption(where + ": bad field \"" + fields.bad() + "\"");
   }
   if (!digest.empty()) {
-    if (!ParseSha256(digest, c.sha256)) {
-      return Status::Corruption(where + ": bad chunkDigest \"" + digest + "\"");
-    }
+    auto sha = ParseSha256Digest(digest);
+    if (!sha) return Status::Corruption(where + ": bad chunkDigest \"" + digest + "\"");
+    c.sha256 = *sha;
     c.has_digest = true;
   }
   if (c.offset >= toc_offset_) {
@@ -483,8 +277,10 @@ Status TocParser::AddEntry(size_t index, const json& j, TreeBuilder& builder) {
     return AddChunk(files_[current_file_], fields, where);
   }
   current_file_ = SIZE_MAX;
-  Result<TarType> typed = TypeOf(type);
-  if (!typed.ok()) return typed.status().WithContext(where);
+  const std::optional<TarType> typed = TarTypeFromToc(type);
+  if (!typed) {
+    return Status::Corruption("unknown entry type \"" + type + "\"").WithContext(where);
+  }
   const TarType tar_type = *typed;
   TarEntry e;
   e.path = *path;
@@ -500,8 +296,11 @@ Status TocParser::AddEntry(size_t index, const json& j, TreeBuilder& builder) {
     return Status::Corruption(where + ": bad field \"" + fields.bad() + "\"");
   }
   e.mode = static_cast<uint32_t>(mode & 07777);
-  if (!modtime.empty() && !estargz::ParseRfc3339(modtime, e.mtime_sec, e.mtime_nsec)) {
-    return Status::Corruption(where + ": bad modtime \"" + modtime + "\"");
+  if (!modtime.empty()) {
+    const std::optional<Rfc3339Time> t = ParseRfc3339(modtime);
+    if (!t) return Status::Corruption(where + ": bad modtime \"" + modtime + "\"");
+    e.mtime_sec = t->sec;
+    e.mtime_nsec = t->nsec;
   }
   if (tar_type == TarType::kHardLink) {
     auto target = NormalizeTarPath(e.linkname);
@@ -514,9 +313,13 @@ Status TocParser::AddEntry(size_t index, const json& j, TreeBuilder& builder) {
   if (xattrs != j.end() && !xattrs->is_null()) {
     if (!xattrs->is_object()) return Status::Corruption(where + ": xattrs is not an object");
     for (auto it = xattrs->begin(); it != xattrs->end(); ++it) {
-      std::optional<std::string> value;
-      if (it.value().is_string()) value = estargz::Base64Decode(it.value().get_ref<const std::string&>());
-      if (!value) return Status::Corruption(where + ": xattr \"" + it.key() + "\" is not base64");
+      Result<std::string> value = Status::Corruption("not a string");
+      if (it.value().is_string()) {
+        value = Base64DecodeStrict(it.value().get_ref<const std::string&>());
+      }
+      if (!value.ok()) {
+        return Status::Corruption(where + ": xattr \"" + it.key() + "\" is not base64");
+      }
       e.xattrs.emplace_back(it.key(), std::move(*value));
     }
   }
@@ -528,9 +331,9 @@ Status TocParser::AddEntry(size_t index, const json& j, TreeBuilder& builder) {
     file.size = size;
     file.hidden = hidden;
     if (!digest.empty()) {
-      if (!ParseSha256(digest, file.sha256)) {
-        return Status::Corruption(where + ": bad digest \"" + digest + "\"");
-      }
+      auto sha = ParseSha256Digest(digest);
+      if (!sha) return Status::Corruption(where + ": bad digest \"" + digest + "\"");
+      file.sha256 = *sha;
       file.has_digest = true;
     }
     if (size > 0) RETURN_IF_ERROR(AddChunk(file, fields, where));
@@ -570,17 +373,15 @@ Status TocParser::MapChunks() {
                                   std::to_string(c.chunk_offset) + " does not follow the bytes before it (" +
                                   std::to_string(covered) + ")");
       }
-      uint64_t length = c.chunk_size;
-      if (length == 0) {
-        if (i + 1 != f.chunks.size()) {
-          return Status::Corruption(where + ": chunk without chunkSize before the last one");
-        }
-        length = f.size - covered;
+      if (c.chunk_size == 0 && i + 1 != f.chunks.size()) {
+        return Status::Corruption(where + ": chunk without chunkSize before the last one");
       }
-      if (length == 0 || length > f.size - covered) {
+      const std::optional<uint64_t> chunk_length = ChunkLength(c.chunk_size, covered, f.size);
+      if (!chunk_length) {
         return Status::Corruption(where + ": chunks do not add up to the file size " +
                                   std::to_string(f.size));
       }
+      const uint64_t length = *chunk_length;
       auto next = std::upper_bound(offsets.begin(), offsets.end(), c.offset);
       // c.offset < toc_offset_, which is in offsets: next exists.
       const uint64_t blob_length = *next - c.offset;

@@ -20,10 +20,12 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "fetch/auth.h"
 #include "index/coding.h"
 #include "index/estargz.h"
 #include "index/layer_writer.h"
 #include "index/tar_scanner.h"
+#include "index/toc_util.h"
 #include "util/digest.h"
 #include "util/unique_fd.h"
 
@@ -147,19 +149,6 @@ std::string UstarHeader(std::string_view name, uint64_t size) {
   return b;
 }
 
-const char* TocType(TarType type) {
-  switch (type) {
-    case TarType::kRegular: return "reg";
-    case TarType::kHardLink: return "hardlink";
-    case TarType::kSymlink: return "symlink";
-    case TarType::kCharDevice: return "char";
-    case TarType::kBlockDevice: return "block";
-    case TarType::kDirectory: return "dir";
-    case TarType::kFifo: return "fifo";
-  }
-  return "reg";
-}
-
 struct InputEntry {
   TarEntry entry;
   uint64_t region_start = 0;  // where this entry's header blocks begin in the input
@@ -220,21 +209,11 @@ Status Writer::Scan() {
   struct stat st;
   if (::fstat(fd_.get(), &st) != 0) return Status::FromErrno(errno, "stat " + tar_path_);
   const uint64_t size = static_cast<uint64_t>(st.st_size);
-  std::vector<uint8_t> buf(kIoSize);
-  uint64_t pos = 0;
-  while (pos < size && !scanner.at_end()) {
-    uint64_t skip = std::min(scanner.SkippableBytes(), size - pos);
-    if (skip > 0) {
-      RETURN_IF_ERROR(scanner.Skip(skip));
-      pos += skip;
-      continue;
-    }
-    size_t n = static_cast<size_t>(std::min<uint64_t>(kIoSize, size - pos));
-    RETURN_IF_ERROR(PRead(pos, std::span<uint8_t>(buf.data(), n)));
-    RETURN_IF_ERROR(scanner.Feed(std::span<const uint8_t>(buf.data(), n)));
-    pos += n;
-  }
-  return scanner.Finish();
+  auto read = [&](uint64_t pos, std::span<uint8_t> buf) -> Result<size_t> {
+    RETURN_IF_ERROR(PRead(pos, buf));  // all of it, or an error
+    return buf.size();
+  };
+  return internal::ScanTarHeaders(scanner, size, {kIoSize, kIoSize}, read);
 }
 
 // Output order: the prefetch files (each after its parent directories and, for a hard
@@ -279,7 +258,7 @@ std::vector<size_t> Writer::Order(size_t& landmark_at) const {
 }
 
 Status Writer::CheckUtf8(std::string_view what, std::string_view s, const TarEntry& e) const {
-  if (estargz::IsValidUtf8(s)) return Status::Ok();
+  if (internal::IsValidUtf8(s)) return Status::Ok();
   return Status::Unsupported(tar_path_ + ": entry \"" + e.path + "\": " + std::string(what) +
                              " is not UTF-8, which an eStargz TOC cannot hold");
 }
@@ -356,9 +335,9 @@ Status Writer::WriteEntry(const InputEntry& in) {
   RETURN_IF_ERROR(CheckUtf8("the group name", e.gname, e));
   ordered_json j;
   j["name"] = e.path.empty() ? std::string("./") : e.path;
-  j["type"] = TocType(e.type);
+  j["type"] = std::string(internal::TocTypeName(e.type));
   if (e.type == TarType::kRegular && e.size > 0) j["size"] = e.size;
-  j["modtime"] = estargz::FormatRfc3339(e.mtime_sec, e.mtime_nsec);
+  j["modtime"] = internal::FormatRfc3339(e.mtime_sec, e.mtime_nsec);
   if (!e.linkname.empty() && (e.type == TarType::kSymlink || e.type == TarType::kHardLink)) {
     j["linkName"] = e.linkname;
   }
@@ -379,7 +358,7 @@ Status Writer::WriteEntry(const InputEntry& in) {
     ordered_json x = ordered_json::object();
     for (const auto& [name, value] : xattrs) {
       RETURN_IF_ERROR(CheckUtf8("an xattr name", name, e));
-      x[name] = estargz::Base64Encode(value);
+      x[name] = fetch::Base64Encode(value);
     }
     j["xattrs"] = std::move(x);
   }
@@ -399,7 +378,7 @@ Status Writer::WriteLandmark(std::string_view name) {
   j["name"] = std::string(name);
   j["type"] = "reg";
   j["size"] = 1;
-  j["modtime"] = estargz::FormatRfc3339(0, 0);
+  j["modtime"] = internal::FormatRfc3339(0, 0);
   j["mode"] = 0644;
   return WritePayload(std::move(j), 1, [](uint64_t, std::span<uint8_t> buf) {
     std::fill(buf.begin(), buf.end(), estargz::kLandmarkContents);

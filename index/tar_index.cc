@@ -2,6 +2,7 @@
 
 #include "index/readers.h"
 #include "index/coding.h"
+#include "index/toc_util.h"
 
 namespace imagefs::index::internal {
 
@@ -51,24 +52,10 @@ Result<std::unique_ptr<FlatLayerIndex>> BuildTarIndex(fetch::BlobSource& source,
   TreeBuilder builder;
   TarScanner scanner([&](const TarEntry& e) { return builder.Add(e); });
   const uint64_t size = source.Size();
-  std::vector<uint8_t> buf(kMaxRead);
-  size_t read_size = kMinRead;
-  uint64_t pos = 0;
-  while (pos < size && !scanner.at_end()) {
-    uint64_t skip = std::min(scanner.SkippableBytes(), size - pos);
-    if (skip > 0) {
-      RETURN_IF_ERROR(scanner.Skip(skip));
-      pos += skip;
-      read_size = kMinRead;  // after a jump, expect a header and little else
-      continue;
-    }
-    ASSIGN_OR_RETURN(size_t n, source.ReadAt(pos, std::span<uint8_t>(buf.data(), read_size)));
-    if (n == 0) break;
-    RETURN_IF_ERROR(scanner.Feed(std::span<const uint8_t>(buf.data(), n)));
-    pos += n;
-    read_size = std::min(kMaxRead, read_size * 2);
-  }
-  RETURN_IF_ERROR(scanner.Finish());
+  RETURN_IF_ERROR(ScanTarHeaders(scanner, size, {kMinRead, kMaxRead},
+                                 [&](uint64_t pos, std::span<uint8_t> buf) {
+                                   return source.ReadAt(pos, buf);
+                                 }));
   auto map = [size](uint64_t data_offset, uint64_t len, std::vector<ChunkRef>& out) -> Status {
     if (data_offset > size || len > size - data_offset) {
       return Status::Corruption("tar data of a file runs past the end of the blob");

@@ -6,7 +6,6 @@
 
 #include <array>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
 
@@ -59,19 +58,12 @@ struct Footer {
 // The 64-byte footer of current containers/storage: seven u64 LE, then "GNUlInUx".
 std::string EncodeFooter64(const Footer& footer);
 
-// Seconds/nanoseconds since the epoch <-> RFC 3339 ("2006-01-02T15:04:05.999999999Z",
-// as Go's time.Time marshals). Parse accepts any zone offset and maps Go's zero time
-// (year 1) to nullopt.
-std::string FormatRfc3339(int64_t sec, uint32_t nsec);
-Result<std::optional<std::pair<int64_t, uint32_t>>> ParseRfc3339(std::string_view text);
-
-std::string Base64Encode(std::string_view in);
-Result<std::string> Base64Decode(std::string_view in);
+// The TOC field codecs (base64, RFC 3339, UTF-8) are shared with eStargz:
+// index/toc_util.h.
 
 // Appends `s` as a JSON string literal (quotes included), escaped as Go's encoding/json
 // does for valid UTF-8 (the caller checks validity).
 void AppendJsonString(std::string& out, std::string_view s);
-bool IsValidUtf8(std::string_view s);
 
 // CRC-64/ISO as Go's hash/crc64 with crc64.ISO computes it (tar-split's file checksum).
 uint64_t Crc64Iso(uint64_t crc, std::string_view data);

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -14,6 +13,7 @@
 
 #include "index/coding.h"
 #include "index/readers.h"
+#include "index/toc_util.h"
 #include "index/zstd_chunked.h"
 
 namespace imagefs::index {
@@ -31,198 +31,6 @@ std::string EncodeFooter64(const Footer& f) {
   }
   out.append(kMagic);
   return out;
-}
-
-namespace {
-
-// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const unsigned yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + static_cast<int64_t>(doe) - 719468;
-}
-
-void CivilFromDays(int64_t z, int64_t& y, unsigned& m, unsigned& d) {
-  z += 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const unsigned doe = static_cast<unsigned>(z - era * 146097);
-  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  y = static_cast<int64_t>(yoe) + era * 400;
-  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const unsigned mp = (5 * doy + 2) / 153;
-  d = doy - (153 * mp + 2) / 5 + 1;
-  m = mp < 10 ? mp + 3 : mp - 9;
-  y += m <= 2;
-}
-
-constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-}  // namespace
-
-std::string FormatRfc3339(int64_t sec, uint32_t nsec) {
-  int64_t days = sec >= 0 ? sec / 86400 : -((-sec + 86399) / 86400);
-  int64_t rem = sec - days * 86400;
-  int64_t y;
-  unsigned m, d;
-  CivilFromDays(days, y, m, d);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02d:%02d:%02d", static_cast<long long>(y), m,
-                d, static_cast<int>(rem / 3600), static_cast<int>(rem / 60 % 60),
-                static_cast<int>(rem % 60));
-  std::string out = buf;
-  if (nsec > 0) {
-    std::snprintf(buf, sizeof buf, ".%09u", nsec);
-    std::string frac = buf;
-    while (frac.back() == '0') frac.pop_back();
-    out += frac;
-  }
-  out += 'Z';
-  return out;
-}
-
-Result<std::optional<std::pair<int64_t, uint32_t>>> ParseRfc3339(std::string_view t) {
-  auto bad = [&] { return Status::Corruption("bad time \"" + std::string(t) + "\""); };
-  auto num = [&](size_t pos, size_t len, int& v) {
-    if (pos + len > t.size()) return false;
-    v = 0;
-    for (size_t i = pos; i < pos + len; ++i) {
-      if (t[i] < '0' || t[i] > '9') return false;
-      v = v * 10 + (t[i] - '0');
-    }
-    return true;
-  };
-  int year, mon, day, hh, mm, ss;
-  if (!num(0, 4, year) || t.size() < 20 || t[4] != '-' || !num(5, 2, mon) || t[7] != '-' ||
-      !num(8, 2, day) || (t[10] != 'T' && t[10] != 't') || !num(11, 2, hh) || t[13] != ':' ||
-      !num(14, 2, mm) || t[16] != ':' || !num(17, 2, ss)) {
-    return bad();
-  }
-  if (mon < 1 || mon > 12 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60) return bad();
-  size_t pos = 19;
-  uint32_t nsec = 0;
-  if (pos < t.size() && t[pos] == '.') {
-    ++pos;
-    size_t digits = 0;
-    while (pos < t.size() && t[pos] >= '0' && t[pos] <= '9') {
-      if (digits < 9) nsec = nsec * 10 + static_cast<uint32_t>(t[pos] - '0');
-      ++digits;
-      ++pos;
-    }
-    if (digits == 0) return bad();
-    for (size_t i = digits; i < 9; ++i) nsec *= 10;
-  }
-  int64_t offset = 0;
-  if (pos < t.size() && (t[pos] == 'Z' || t[pos] == 'z')) {
-    ++pos;
-  } else if (pos < t.size() && (t[pos] == '+' || t[pos] == '-')) {
-    int oh, om;
-    if (!num(pos + 1, 2, oh) || pos + 3 >= t.size() || t[pos + 3] != ':' ||
-        !num(pos + 4, 2, om)) {
-      return bad();
-    }
-    offset = (oh * 3600 + om * 60) * (t[pos] == '-' ? -1 : 1);
-    pos += 6;
-  } else {
-    return bad();
-  }
-  if (pos != t.size()) return bad();
-  if (year == 1 && mon == 1 && day == 1 && hh == 0 && mm == 0 && ss == 0 && nsec == 0 &&
-      offset == 0) {
-    return std::optional<std::pair<int64_t, uint32_t>>();  // Go's zero time.Time
-  }
-  int64_t sec = DaysFromCivil(year, static_cast<unsigned>(mon), static_cast<unsigned>(day)) *
-                    86400 +
-                hh * 3600 + mm * 60 + ss - offset;
-  return std::optional<std::pair<int64_t, uint32_t>>(std::make_pair(sec, nsec));
-}
-
-std::string Base64Encode(std::string_view in) {
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 3 <= in.size(); i += 3) {
-    uint32_t v = uint32_t{static_cast<uint8_t>(in[i])} << 16 |
-                 uint32_t{static_cast<uint8_t>(in[i + 1])} << 8 | static_cast<uint8_t>(in[i + 2]);
-    for (int k = 3; k >= 0; --k) out.push_back(kB64[(v >> (6 * k)) & 63]);
-  }
-  if (i < in.size()) {
-    uint32_t v = uint32_t{static_cast<uint8_t>(in[i])} << 16;
-    if (i + 1 < in.size()) v |= uint32_t{static_cast<uint8_t>(in[i + 1])} << 8;
-    out.push_back(kB64[(v >> 18) & 63]);
-    out.push_back(kB64[(v >> 12) & 63]);
-    out.push_back(i + 1 < in.size() ? kB64[(v >> 6) & 63] : '=');
-    out.push_back('=');
-  }
-  return out;
-}
-
-Result<std::string> Base64Decode(std::string_view in) {
-  auto bad = [] { return Status::Corruption("bad base64"); };
-  if (in.size() % 4 != 0) return bad();
-  std::string out;
-  out.reserve(in.size() / 4 * 3);
-  for (size_t i = 0; i < in.size(); i += 4) {
-    uint32_t v = 0;
-    int pad = 0;
-    for (size_t k = 0; k < 4; ++k) {
-      char c = in[i + k];
-      int x;
-      if (c == '=') {
-        if (i + 4 != in.size() || k < 2) return bad();
-        ++pad;
-        x = 0;
-      } else {
-        if (pad > 0) return bad();
-        const char* p = std::strchr(kB64, c);
-        if (c == '\0' || p == nullptr) return bad();
-        x = static_cast<int>(p - kB64);
-      }
-      v = v << 6 | static_cast<uint32_t>(x);
-    }
-    out.push_back(static_cast<char>(v >> 16));
-    if (pad < 2) out.push_back(static_cast<char>(v >> 8));
-    if (pad < 1) out.push_back(static_cast<char>(v));
-  }
-  return out;
-}
-
-bool IsValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    uint8_t c = static_cast<uint8_t>(s[i]);
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xe0) == 0xc0) {
-      n = 1;
-      cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      n = 2;
-      cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    for (size_t k = 1; k <= n; ++k) {
-      if (i + k >= s.size()) return false;
-      uint8_t cc = static_cast<uint8_t>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) return false;
-      cp = cp << 6 | (cc & 0x3f);
-    }
-    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-      return false;
-    }
-    i += n + 1;
-  }
-  return true;
 }
 
 void AppendJsonString(std::string& out, std::string_view s) {
@@ -496,11 +304,9 @@ Result<std::string> Reader::Str(const Json& e, const char* key) const {
 
 Result<std::array<uint8_t, 32>> Reader::Sha(const std::string& text,
                                             const std::string& what) const {
-  auto d = Digest::Parse(text);
-  if (!d.ok() || d->algorithm() != "sha256") {
-    return Bad(what + ": digest \"" + text + "\" is missing or not sha256");
-  }
-  return RawSha256(*d);
+  auto sha = ParseSha256Digest(text);
+  if (!sha) return Bad(what + ": digest \"" + text + "\" is missing or not sha256");
+  return *sha;
 }
 
 Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t toc_start) {
@@ -571,11 +377,12 @@ Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t 
     te.gid = static_cast<uint32_t>(gid);
     ASSIGN_OR_RETURN(std::string modtime, Str(e, "modtime"));
     if (!modtime.empty()) {
-      auto t = zc::ParseRfc3339(modtime);
-      if (!t.ok()) return Bad("entry \"" + raw_name + "\": " + t.status().message());
-      if (t->has_value()) {
-        te.mtime_sec = (*t)->first;
-        te.mtime_nsec = (*t)->second;
+      const std::optional<Rfc3339Time> t = ParseRfc3339(modtime);
+      if (!t) return Bad("entry \"" + raw_name + "\": bad time \"" + modtime + "\"");
+      // Go's zero time.Time, as written for an unset one, leaves the mtime at 0.
+      if (!(t->sec == kGoZeroTimeSec && t->nsec == 0 && t->offset == 0)) {
+        te.mtime_sec = t->sec;
+        te.mtime_nsec = t->nsec;
       }
     }
     ASSIGN_OR_RETURN(int64_t dev_major, Int(e, "devMajor", 0, UINT32_MAX));
@@ -589,7 +396,7 @@ Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t 
         if (!it.value().is_string()) {
           return Bad("entry \"" + raw_name + "\": xattr " + it.key() + " is not a string");
         }
-        auto value = zc::Base64Decode(it.value().get<std::string>());
+        auto value = Base64DecodeStrict(it.value().get<std::string>());
         if (!value.ok()) {
           return Bad("entry \"" + raw_name + "\": xattr " + it.key() + " is not base64");
         }
@@ -599,8 +406,10 @@ Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t 
     ASSIGN_OR_RETURN(std::string link, Str(e, "linkName"));
     ASSIGN_OR_RETURN(int64_t size, Int(e, "size", 0, static_cast<int64_t>(kMaxFileSize)));
 
-    if (type == "reg") {
-      te.type = TarType::kRegular;
+    const std::optional<TarType> typed = TarTypeFromToc(type);
+    if (!typed) return Bad("entry \"" + raw_name + "\": unknown type \"" + type + "\"");
+    te.type = *typed;
+    if (te.type == TarType::kRegular) {
       te.size = static_cast<uint64_t>(size);
       te.data_offset = files.size();
       std::vector<ChunkRef>& chunks = files.emplace_back();
@@ -632,10 +441,12 @@ Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t 
             return Bad("entry \"" + raw_name + "\": chunk at file offset " +
                        std::to_string(coff) + " where " + std::to_string(pos) + " was expected");
           }
-          uint64_t length = csize > 0 ? static_cast<uint64_t>(csize) : te.size - pos;
-          if (length == 0 || length > te.size - pos) {
+          const std::optional<uint64_t> chunk_length =
+              ChunkLength(static_cast<uint64_t>(csize), pos, te.size);
+          if (!chunk_length) {
             return Bad("entry \"" + raw_name + "\": chunk sizes do not add up to its size");
           }
+          const uint64_t length = *chunk_length;
           ASSIGN_OR_RETURN(auto sha, Sha(digest, "entry \"" + raw_name + "\" chunk"));
           uint64_t stop;
           if (k < last) {
@@ -662,26 +473,14 @@ Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t 
         return Bad("entry \"" + raw_name + "\": empty file with chunks");
       }
       i = last;
-    } else if (type == "dir") {
-      te.type = TarType::kDirectory;
-    } else if (type == "symlink") {
-      te.type = TarType::kSymlink;
+    } else if (te.type == TarType::kSymlink) {
       te.linkname = link;
-    } else if (type == "hardlink") {
-      te.type = TarType::kHardLink;
+    } else if (te.type == TarType::kHardLink) {
       auto target = NormalizeTarPath(link);
       if (!target.ok() || target->empty()) {
         return Bad("entry \"" + raw_name + "\": bad hard link target \"" + link + "\"");
       }
       te.linkname = std::move(*target);
-    } else if (type == "char") {
-      te.type = TarType::kCharDevice;
-    } else if (type == "block") {
-      te.type = TarType::kBlockDevice;
-    } else if (type == "fifo") {
-      te.type = TarType::kFifo;
-    } else {
-      return Bad("entry \"" + raw_name + "\": unknown type \"" + type + "\"");
     }
     Status st = builder.Add(te);
     if (!st.ok()) return st.WithContext("layer " + name_ + ": zstd:chunked TOC");

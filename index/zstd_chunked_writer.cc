@@ -15,10 +15,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fetch/auth.h"
 #include "fetch/blob_source.h"
 #include "index/coding.h"
 #include "index/layer_writer.h"
 #include "index/tar_scanner.h"
+#include "index/toc_util.h"
 #include "index/zstd_chunked.h"
 #include "util/digest.h"
 
@@ -29,6 +31,7 @@ namespace zc = zstd_chunked;
 
 constexpr int kDefaultLevel = 3;  // containers/storage's default
 constexpr size_t kReadPiece = 1 << 20;
+constexpr size_t kScanPiece = 64 << 10;
 constexpr size_t kTarSplitPiece = 1 << 20;  // trailing padding segments, as tar-split
 constexpr std::string_view kMediaType = "application/vnd.oci.image.layer.v1.tar+zstd";
 
@@ -321,19 +324,6 @@ void AppendStr(std::string& out, std::string_view key, std::string_view v) {
   zc::AppendJsonString(out, v);
 }
 
-std::string_view TocType(TarType t) {
-  switch (t) {
-    case TarType::kRegular: return "reg";
-    case TarType::kHardLink: return "hardlink";
-    case TarType::kSymlink: return "symlink";
-    case TarType::kCharDevice: return "char";
-    case TarType::kBlockDevice: return "block";
-    case TarType::kDirectory: return "dir";
-    case TarType::kFifo: return "fifo";
-  }
-  return "reg";
-}
-
 class Writer {
  public:
   Writer(const std::string& tar_path, const ByteSink& sink, const LayerWriteOptions& options)
@@ -342,6 +332,8 @@ class Writer {
 
  private:
   Status Scan();
+  // Reads exactly out.size() (or n) bytes of the input tar; fewer is kCorruption.
+  Status ReadAt(uint64_t offset, std::span<uint8_t> out);
   Status ReadAt(uint64_t offset, size_t n, std::string& out);
   Status WriteEntry(const Entry& e);
   Status TarSplitSegment(std::string_view bytes);
@@ -370,15 +362,18 @@ class Writer {
   std::string toc_entries_;
 };
 
-Status Writer::ReadAt(uint64_t offset, size_t n, std::string& out) {
-  out.resize(n);
-  if (n == 0) return Status::Ok();
-  ASSIGN_OR_RETURN(size_t got, in_->ReadAt(offset, std::span<uint8_t>(
-                                                      reinterpret_cast<uint8_t*>(out.data()), n)));
-  if (got != n) {
+Status Writer::ReadAt(uint64_t offset, std::span<uint8_t> out) {
+  if (out.empty()) return Status::Ok();
+  ASSIGN_OR_RETURN(size_t got, in_->ReadAt(offset, out));
+  if (got != out.size()) {
     return Status::Corruption("tar ends early (at offset " + std::to_string(offset + got) + ")");
   }
   return Status::Ok();
+}
+
+Status Writer::ReadAt(uint64_t offset, size_t n, std::string& out) {
+  out.resize(n);
+  return ReadAt(offset, std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()), n));
 }
 
 Status Writer::Scan() {
@@ -388,22 +383,11 @@ Status Writer::Scan() {
     return Status::Ok();
   });
   const uint64_t size = in_->Size();
-  std::string buf;
-  uint64_t pos = 0;
-  while (pos < size && !scanner.at_end()) {
-    uint64_t skip = std::min(scanner.SkippableBytes(), size - pos);
-    if (skip > 0) {
-      RETURN_IF_ERROR(scanner.Skip(skip));
-      pos += skip;
-      continue;
-    }
-    size_t n = static_cast<size_t>(std::min<uint64_t>(64 << 10, size - pos));
-    RETURN_IF_ERROR(ReadAt(pos, n, buf));
-    RETURN_IF_ERROR(scanner.Feed(std::span<const uint8_t>(
-        reinterpret_cast<const uint8_t*>(buf.data()), buf.size())));
-    pos += n;
-  }
-  RETURN_IF_ERROR(scanner.Finish());
+  auto read = [&](uint64_t pos, std::span<uint8_t> buf) -> Result<size_t> {
+    RETURN_IF_ERROR(ReadAt(pos, buf));  // all of it, or an error
+    return buf.size();
+  };
+  RETURN_IF_ERROR(internal::ScanTarHeaders(scanner, size, {kScanPiece, kScanPiece}, read));
 
   std::set<std::string> seen;
   uint64_t expect = 0;
@@ -422,7 +406,7 @@ Status Writer::Scan() {
     auto raw = ParseRawHeaders(e.headers);
     if (!raw.ok()) return raw.status().WithContext("tar entry \"" + t.path + "\"");
     e.raw = std::move(*raw);
-    if (!zc::IsValidUtf8(e.raw.name) || !zc::IsValidUtf8(e.raw.linkname)) {
+    if (!internal::IsValidUtf8(e.raw.name) || !internal::IsValidUtf8(e.raw.linkname)) {
       return Status::Unsupported("tar entry \"" + t.path +
                                  "\": name is not UTF-8 (the zstd:chunked TOC is JSON)");
     }
@@ -445,7 +429,7 @@ Status Writer::TarSplitLine(const std::string& line) {
 
 Status Writer::TarSplitSegment(std::string_view bytes) {
   if (bytes.empty()) return Status::Ok();
-  std::string line = "{\"type\":2,\"payload\":\"" + zc::Base64Encode(bytes) +
+  std::string line = "{\"type\":2,\"payload\":\"" + fetch::Base64Encode(bytes) +
                      "\",\"position\":" + std::to_string(tarsplit_position_++) + "}\n";
   return TarSplitLine(line);
 }
@@ -458,7 +442,7 @@ Status Writer::TarSplitFile(const Entry& e, uint64_t crc) {
   if (e.raw.size > 0) {
     std::string sum;
     for (int i = 7; i >= 0; --i) sum.push_back(static_cast<char>(crc >> (8 * i)));
-    zc::AppendJsonString(line, zc::Base64Encode(sum));
+    zc::AppendJsonString(line, fetch::Base64Encode(sum));
   } else {
     line += "null";
   }
@@ -471,19 +455,19 @@ void Writer::TocEntry(const Entry& e, const std::vector<ChunkInfo>& chunks,
   std::string& o = toc_entries_;
   if (!o.empty()) o.push_back(',');
   o += "{\"type\":";
-  zc::AppendJsonString(o, TocType(e.tar.type));
+  zc::AppendJsonString(o, internal::TocTypeName(e.tar.type));
   AppendStr(o, "name", e.raw.name);
   AppendStr(o, "linkName", e.raw.linkname);
   AppendInt(o, "mode", e.raw.mode);
   AppendInt(o, "size", e.raw.size);
   AppendInt(o, "uid", e.tar.uid);
   AppendInt(o, "gid", e.tar.gid);
-  AppendStr(o, "modtime", zc::FormatRfc3339(e.tar.mtime_sec, e.tar.mtime_nsec));
+  AppendStr(o, "modtime", internal::FormatRfc3339(e.tar.mtime_sec, e.tar.mtime_nsec));
   if (e.raw.atime) {
-    AppendStr(o, "accesstime", zc::FormatRfc3339(e.raw.atime->first, e.raw.atime->second));
+    AppendStr(o, "accesstime", internal::FormatRfc3339(e.raw.atime->first, e.raw.atime->second));
   }
   if (e.raw.ctime) {
-    AppendStr(o, "changetime", zc::FormatRfc3339(e.raw.ctime->first, e.raw.ctime->second));
+    AppendStr(o, "changetime", internal::FormatRfc3339(e.raw.ctime->first, e.raw.ctime->second));
   }
   bool dev = e.tar.type == TarType::kCharDevice || e.tar.type == TarType::kBlockDevice;
   AppendInt(o, "devMajor", dev ? e.tar.dev_major : 0);
@@ -498,7 +482,7 @@ void Writer::TocEntry(const Entry& e, const std::vector<ChunkInfo>& chunks,
       first = false;
       zc::AppendJsonString(o, k);
       o.push_back(':');
-      zc::AppendJsonString(o, zc::Base64Encode(v));
+      zc::AppendJsonString(o, fetch::Base64Encode(v));
     }
     o.push_back('}');
   }

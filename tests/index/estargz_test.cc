@@ -864,32 +864,7 @@ TEST(EstargzReaderTest, RandomDamageIsAnErrorNeverACrashOrWrongBytes) {
   EXPECT_GT(opened, 0);
 }
 
-TEST(EstargzCodecTest, Rfc3339AndBase64RoundTrip) {
-  for (auto [sec, nsec] : std::vector<std::pair<int64_t, uint32_t>>{
-           {0, 0}, {1700000000, 123456789}, {1700000000, 500000000}, {-1, 0}, {951782400, 0}}) {
-    std::string text = estargz::FormatRfc3339(sec, nsec);
-    int64_t s = 0;
-    uint32_t n = 0;
-    ASSERT_TRUE(estargz::ParseRfc3339(text, s, n)) << text;
-    EXPECT_EQ(s, sec) << text;
-    EXPECT_EQ(n, nsec) << text;
-  }
-  EXPECT_EQ(estargz::FormatRfc3339(1700000000, 500000000), "2023-11-14T22:13:20.5Z");
-  int64_t s;
-  uint32_t n;
-  ASSERT_TRUE(estargz::ParseRfc3339("2023-11-14T23:13:20+01:00", s, n));
-  EXPECT_EQ(s, 1700000000);
-  EXPECT_FALSE(estargz::ParseRfc3339("2023-11-14 23:13:20", s, n));
-  for (const std::string& v : std::vector<std::string>{"", "a", "ab", "abc",
-                                                        std::string("\0\1\2\xff", 4)}) {
-    auto back = estargz::Base64Decode(estargz::Base64Encode(v));
-    ASSERT_TRUE(back.has_value());
-    EXPECT_EQ(*back, v);
-  }
-  EXPECT_EQ(estargz::Base64Encode("hello"), "aGVsbG8=");
-  EXPECT_FALSE(estargz::Base64Decode("aGVsbG8").has_value());
-  EXPECT_FALSE(estargz::Base64Decode("a=Vs").has_value());
-}
+// The time and base64 codecs are shared with zstd:chunked: tests/index/toc_util_test.cc.
 
 }  // namespace
 }  // namespace imagefs::index
