@@ -15,11 +15,16 @@ namespace imagefs::index {
 namespace {
 
 constexpr size_t kScratch = 256 << 10;
+constexpr uint64_t kMaxReserve = 64 << 20;
 
 // Collects decoded output: drops the first `skip` bytes, keeps the next `want`.
 class Sink {
  public:
-  Sink(uint64_t skip, uint64_t want) : skip_(skip), want_(want) { bytes_.reserve(want); }
+  // The span length comes from the layer (a TOC or a cached index), so it is reserved up to
+  // a bound only: the buffer grows with bytes actually decoded, never with a claim.
+  Sink(uint64_t skip, uint64_t want) : skip_(skip), want_(want) {
+    bytes_.reserve(static_cast<size_t>(std::min<uint64_t>(want, kMaxReserve)));
+  }
   void Take(const uint8_t* p, size_t n) {
     if (skip_ > 0) {
       size_t drop = static_cast<size_t>(std::min<uint64_t>(skip_, n));

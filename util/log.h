@@ -35,11 +35,18 @@ class LogLine {
   LogLevel level_;
   std::ostringstream out_;
 };
+struct Voidify {
+  void operator&(std::ostream&) {}
+};
 }  // namespace internal
 
 }  // namespace imagefs
 
+// An expression, not an if/else, so `if (c) LOG(kWarn) << x;` needs no braces under any
+// compiler's -Wdangling-else: `&` binds looser than `<<`, so the whole line is streamed
+// first, and Voidify turns it into void for the conditional.
 #define LOG(level)                                                              \
-  if (::imagefs::LogLevel::level < ::imagefs::GetLogLevel()) {                  \
-  } else                                                                        \
-    ::imagefs::internal::LogLine(::imagefs::LogLevel::level, __FILE__, __LINE__).stream()
+  (::imagefs::LogLevel::level < ::imagefs::GetLogLevel())                       \
+      ? (void)0                                                                 \
+      : ::imagefs::internal::Voidify() &                                        \
+            ::imagefs::internal::LogLine(::imagefs::LogLevel::level, __FILE__, __LINE__).stream()
