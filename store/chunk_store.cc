@@ -49,10 +49,12 @@ struct ChunkStore::Impl {
     return true;
   }
 
-  // Evicts unpinned chunks from the LRU end until under capacity. mu held.
-  void EvictLocked() {
+  // Evicts unpinned chunks from the LRU end until under `limit` bytes (default: the
+  // capacity). mu held.
+  void EvictLocked() { EvictToLocked(options.capacity_bytes); }
+  void EvictToLocked(uint64_t limit) {
     auto it = lru.end();
-    while (stats.bytes > options.capacity_bytes && it != lru.begin()) {
+    while (stats.bytes > limit && it != lru.begin()) {
       --it;
       auto e = entries.find(*it);
       if (e == entries.end() || e->second.pins > 0) continue;
@@ -212,6 +214,13 @@ Result<ChunkPin> ChunkStore::Pin(const Digest& digest) {
   }
   if (refresh) ::utimensat(AT_FDCWD, impl_->PathOf(hex).c_str(), nullptr, 0);
   return ChunkPin(this, hex);
+}
+
+uint64_t ChunkStore::Trim(uint64_t target_bytes) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  const uint64_t before = impl_->stats.bytes;
+  impl_->EvictToLocked(target_bytes);
+  return before - impl_->stats.bytes;
 }
 
 void ChunkStore::Unpin(const std::string& hex) {

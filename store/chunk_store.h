@@ -90,6 +90,9 @@ class ChunkStore {
   Result<ChunkPin> Pin(const Digest& digest);
   Status Remove(const Digest& digest);
   ChunkStoreStats Stats();
+  // Evicts unpinned chunks, least recently used first, until at most target_bytes remain
+  // (prune: 0). Returns the bytes freed.
+  uint64_t Trim(uint64_t target_bytes);
   const char* io_engine() const;
 
  private:

@@ -26,9 +26,10 @@ constexpr size_t kParallelLayers = 3;
 // printed once, when its layer finishes.
 class Progress {
  public:
-  Progress(std::vector<std::string> ids, std::vector<int64_t> totals, bool tty)
+  // quiet: nothing at all (pull -q prints only the name).
+  Progress(std::vector<std::string> ids, std::vector<int64_t> totals, bool tty, bool quiet)
       : ids_(std::move(ids)), totals_(std::move(totals)), done_(ids_.size(), 0),
-        state_(ids_.size(), "Waiting"), tty_(tty) {
+        state_(ids_.size(), "Waiting"), tty_(tty), quiet_(quiet) {
     if (tty_) {
       for (size_t i = 0; i < ids_.size(); ++i) std::fprintf(stderr, "\n");
       Redraw();
@@ -45,6 +46,7 @@ class Progress {
   void Finish(size_t i, const std::string& state) {
     std::lock_guard<std::mutex> lock(mu_);
     state_[i] = state;
+    if (quiet_) return;
     if (tty_) {
       Redraw();
     } else {
@@ -77,6 +79,7 @@ class Progress {
   std::vector<uint64_t> done_;
   std::vector<std::string> state_;
   bool tty_;
+  bool quiet_ = false;
 };
 
 Status PullLayer(fetch::ImageSource& source, store::BlobStore& blobs,
@@ -177,7 +180,7 @@ int RunPull(const GlobalOptions& global, const std::vector<std::string>& args) {
                           : ref->String();
     std::fprintf(stderr, "%s: Pulling from %s\n", tag.c_str(), source->Describe().c_str());
   }
-  Progress progress(ids, totals, tty);
+  Progress progress(ids, totals, tty, quiet);
 
   // Layers in parallel, kParallelLayers at a time, as docker does.
   std::vector<Status> results(layers.size());

@@ -67,6 +67,8 @@ int RunRmi(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunLs(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunCat(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunConvert(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunDf(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunPrune(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunHistory(const GlobalOptions& global, const std::vector<std::string>& args);
 
 }  // namespace imagefs::tools

@@ -35,6 +35,8 @@ constexpr Command kCommands[] = {
     {"tag", "Give a pulled image another name", RunTag},
     {"rmi", "Remove pulled images (untag, then delete unused blobs)", RunRmi},
     {"history", "Show a pulled image's build history", RunHistory},
+    {"df", "Show disk use under --root, as docker system df", RunDf},
+    {"prune", "Remove dangling images, unused blobs, indexes and cached chunks", RunPrune},
     {"login", "Save credentials for a registry", RunLogin},
     {"logout", "Remove saved credentials for a registry", RunLogout},
     {"version", "Print the version", RunVersion},
