@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "util/base64.h"
 #include "util/status.h"
 
 namespace imagefs::fetch {
@@ -76,7 +77,7 @@ Status EraseCredential(const AuthEnv& env, std::string_view host);
 
 // Standard alphabet. Encode pads with '='; decode accepts missing padding and trailing
 // white space, and rejects anything else that is not base64 (kInvalidArgument).
-std::string Base64Encode(std::string_view data);
-Result<std::string> Base64Decode(std::string_view data);
+using ::imagefs::Base64Decode;  // util/base64.h
+using ::imagefs::Base64Encode;
 
 }  // namespace imagefs::fetch

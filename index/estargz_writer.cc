@@ -20,7 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
-#include "fetch/auth.h"
+#include "util/base64.h"
 #include "index/coding.h"
 #include "index/estargz.h"
 #include "index/layer_writer.h"
@@ -358,7 +358,7 @@ Status Writer::WriteEntry(const InputEntry& in) {
     ordered_json x = ordered_json::object();
     for (const auto& [name, value] : xattrs) {
       RETURN_IF_ERROR(CheckUtf8("an xattr name", name, e));
-      x[name] = fetch::Base64Encode(value);
+      x[name] = Base64Encode(value);
     }
     j["xattrs"] = std::move(x);
   }

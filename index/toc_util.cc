@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "fetch/auth.h"
+#include "util/base64.h"
 #include "index/coding.h"
 #include "util/digest.h"
 
@@ -57,7 +57,7 @@ Result<std::string> Base64DecodeStrict(std::string_view in) {
   // The last character is base64 or '=', so the lenient decoder strips no white space; it
   // refuses any other character that is not base64.
   if (!IsBase64Char(in.back()) && in.back() != '=') return bad();
-  auto out = fetch::Base64Decode(in);
+  auto out = Base64Decode(in);
   if (!out.ok()) return bad();
   return std::move(*out);
 }

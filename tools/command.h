@@ -70,5 +70,7 @@ int RunConvert(const GlobalOptions& global, const std::vector<std::string>& args
 int RunDf(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunPrune(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunHistory(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunMount(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunUmount(const GlobalOptions& global, const std::vector<std::string>& args);
 
 }  // namespace imagefs::tools

@@ -30,6 +30,8 @@ constexpr Command kCommands[] = {
     {"pull", "Download an image's layers, verify them and store them under --root", RunPull},
     {"ls", "List files of an image without pulling it", RunLs},
     {"cat", "Print a file of an image without pulling it", RunCat},
+    {"mount", "Mount an image's root filesystem read-only, fetching files lazily", RunMount},
+    {"umount", "Unmount an imagefs mount", RunUmount},
     {"convert", "Rewrite an image's layers as seekable layers (zstd:chunked, eStargz)", RunConvert},
     {"images", "List pulled images, as docker images", RunImages},
     {"tag", "Give a pulled image another name", RunTag},

@@ -15,16 +15,6 @@ namespace {
 
 using Json = nlohmann::json;
 
-std::string Shell(const std::string& script) {
-  ProcessOptions o;
-  o.argv = {"bash", "-c", "set -euo pipefail; " + script};
-  auto r = RunProcess(o);
-  EXPECT_TRUE(r.ok()) << r.status().message();
-  if (!r.ok()) return "";
-  EXPECT_EQ(r->exit_code, 0) << script << "\n" << r->Describe();
-  return r->stdout_text;
-}
-
 // go-units HumanSizeWithPrecision(size, 3), as docker prints sizes.
 std::string DockerSize(double bytes) {
   const char* units[] = {"B", "kB", "MB", "GB"};

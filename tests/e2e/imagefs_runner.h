@@ -2,6 +2,8 @@
 
 // Runs the real imagefs binary (IMAGEFS_BIN, set by ctest) for end-to-end tests.
 
+#include <gtest/gtest.h>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,6 +41,36 @@ inline ProcessResult RunImagefs(const std::vector<std::string>& args,
     return failed;
   }
   return *r;
+}
+
+// Runs `bash -c script`; with exit_code, hands back its exit code, else a non-zero exit is
+// a test failure. Returns standard output.
+inline std::string Shell(const std::string& script, int* exit_code = nullptr) {
+  ProcessOptions o;
+  o.argv = {"bash", "-c", script};
+  o.timeout = std::chrono::minutes(5);
+  auto r = RunProcess(o);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  if (!r.ok()) return "";
+  if (exit_code != nullptr) {
+    *exit_code = r->exit_code;
+  } else {
+    EXPECT_EQ(r->exit_code, 0) << script << "\n" << r->Describe();
+  }
+  return r->stdout_text;
+}
+
+// The lines of text, without their newlines.
+inline std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    out.push_back(text.substr(pos, nl - pos));
+    pos = nl + 1;
+  }
+  return out;
 }
 
 // Number of lines in text (a trailing newline does not start a new line).

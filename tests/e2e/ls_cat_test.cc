@@ -24,24 +24,6 @@ namespace {
 
 using Json = nlohmann::json;
 
-std::string Shell(const std::string& script) {
-  ProcessOptions o;
-  o.argv = {"bash", "-c", script};
-  o.timeout = std::chrono::minutes(5);
-  auto r = RunProcess(o);
-  EXPECT_TRUE(r.ok()) << r.status().message();
-  if (!r.ok()) return "";
-  EXPECT_EQ(r->exit_code, 0) << script << "\n" << r->Describe();
-  return r->stdout_text;
-}
-
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
 // One image in the registry, in one layer format, and its oracle tree.
 struct Variant {
   std::string name;      // test image name

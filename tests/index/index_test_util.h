@@ -142,6 +142,26 @@ inline std::string PaxHeader(const std::string& records, char type = 'x') {
 
 inline std::string EndOfArchive() { return std::string(1024, '\0'); }
 
+// One tar entry (type '0' file with data, '5' dir, '1' hard link, '2' symlink, ...) owned by
+// uid:uid, and the two common cases.
+inline std::string Entry(const std::string& name, char type, const std::string& data = "",
+                  uint32_t mode = 0644, const std::string& link = "", uint32_t uid = 0) {
+  HeaderSpec h;
+  h.name = name;
+  h.type = type;
+  h.size = type == '0' ? data.size() : 0;
+  h.mode = mode;
+  h.linkname = link;
+  h.uid = uid;
+  h.gid = uid;
+  return TarHeader(h) + (type == '0' ? Padded(data) : "");
+}
+inline std::string Dir(const std::string& name) { return Entry(name, '5', "", 0755); }
+inline std::string File(const std::string& name, const std::string& data, uint32_t mode = 0644,
+                 uint32_t uid = 0) {
+  return Entry(name, '0', data, mode, "", uid);
+}
+
 // Scans a whole tar, pushed in pieces of `piece` bytes.
 inline Result<std::vector<TarEntry>> ScanTar(const std::string& tar, size_t piece = 1 << 20) {
   std::vector<TarEntry> entries;

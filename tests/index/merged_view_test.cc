@@ -24,23 +24,9 @@ using test::HeaderSpec;
 using test::Padded;
 using test::TarHeader;
 
-std::string Entry(const std::string& name, char type, const std::string& data = "",
-                  uint32_t mode = 0644, const std::string& link = "", uint32_t uid = 0) {
-  HeaderSpec h;
-  h.name = name;
-  h.type = type;
-  h.size = type == '0' ? data.size() : 0;
-  h.mode = mode;
-  h.linkname = link;
-  h.uid = uid;
-  h.gid = uid;
-  return TarHeader(h) + (type == '0' ? Padded(data) : "");
-}
-std::string Dir(const std::string& name) { return Entry(name, '5', "", 0755); }
-std::string File(const std::string& name, const std::string& data, uint32_t mode = 0644,
-                 uint32_t uid = 0) {
-  return Entry(name, '0', data, mode, "", uid);
-}
+using test::Dir;
+using test::Entry;
+using test::File;
 
 class MergedViewTest : public ::testing::Test {
  protected:

@@ -1,0 +1,403 @@
+// imagefs mount / umount against a real registry and real FUSE mounts: the busybox test
+// image (gzip layers, as pushed) and imagefs's own zstd:chunked conversion of it are
+// mounted read-only and compared, path by path, with the oracle tree (the same layers
+// applied by skopeo + GNU tar: tests/testing/apply-layers).
+//
+// Every mount is undone by a ScopedMount destructor (umount2 with MNT_DETACH), also when
+// an assertion fails; the detached mount processes then exit on their own.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "tests/e2e/imagefs_runner.h"
+#include "tests/testing/images.h"
+#include "tests/testing/registry.h"
+#include "util/file.h"
+
+namespace imagefs::testing {
+namespace {
+
+using Json = nlohmann::json;
+
+// The mountinfo line's fields for `mountpoint`, or "" when nothing is mounted there.
+std::string MountInfo(const std::string& mountpoint) {
+  std::ifstream in("/proc/self/mountinfo");
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream f(line);
+    std::string id, parent, dev, root, point;
+    f >> id >> parent >> dev >> root >> point;
+    if (point == mountpoint) return line;
+  }
+  return "";
+}
+
+bool IsMounted(const std::string& mountpoint) { return !MountInfo(mountpoint).empty(); }
+
+// Unmounts whatever is still mounted at a directory when it goes out of scope.
+class ScopedMount {
+ public:
+  explicit ScopedMount(std::string dir) : dir_(std::move(dir)) {}
+  ~ScopedMount() {
+    for (int i = 0; i < 5 && IsMounted(dir_); ++i) {
+      if (::umount2(dir_.c_str(), MNT_DETACH) != 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+  }
+  ScopedMount(const ScopedMount&) = delete;
+  ScopedMount& operator=(const ScopedMount&) = delete;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+};
+
+std::map<std::string, std::string> Xattrs(const std::string& path) {
+  std::map<std::string, std::string> out;
+  ssize_t n = ::llistxattr(path.c_str(), nullptr, 0);
+  EXPECT_GE(n, 0) << path << ": " << std::strerror(errno);
+  if (n <= 0) return out;
+  std::string names(static_cast<size_t>(n), '\0');
+  n = ::llistxattr(path.c_str(), names.data(), names.size());
+  EXPECT_GE(n, 0);
+  names.resize(n < 0 ? 0 : static_cast<size_t>(n));
+  for (size_t pos = 0; pos < names.size();) {
+    std::string name = names.c_str() + pos;
+    pos += name.size() + 1;
+    ssize_t len = ::lgetxattr(path.c_str(), name.c_str(), nullptr, 0);
+    EXPECT_GE(len, 0) << path << " " << name;
+    std::string value(len < 0 ? 0 : static_cast<size_t>(len), '\0');
+    if (len > 0) {
+      // A buffer one byte short is ERANGE, as on any filesystem.
+      EXPECT_EQ(::lgetxattr(path.c_str(), name.c_str(), value.data(), value.size() - 1), -1);
+      EXPECT_EQ(errno, ERANGE);
+      len = ::lgetxattr(path.c_str(), name.c_str(), value.data(), value.size());
+    }
+    out[name] = value;
+  }
+  return out;
+}
+
+struct Variant {
+  std::string format;  // "gzip", "imagefs zstd-chunked"
+  std::string ref;
+};
+
+class MountTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto reg = TestRegistry::Start(RegistryFlavor::kPlain);
+    ASSERT_TRUE(reg.ok()) << reg.status().message();
+    registry_ = reg->release();
+    auto dir = MakeTempDir("/tmp", "mount-test-");
+    ASSERT_TRUE(dir.ok());
+    dir_ = new std::string(*dir);
+    variants_ = new std::vector<Variant>;
+    auto image = TestImage("busybox");
+    ASSERT_TRUE(image.ok()) << image.status().message();
+
+    Variant gzip{"gzip", registry_->host() + "/t/busybox:gzip"};
+    ASSERT_TRUE(PushImage(*registry_, *image, "t/busybox:gzip", false).ok());
+    variants_->push_back(gzip);
+    Variant zc{"imagefs zstd-chunked", registry_->host() + "/t/busybox:imagefs-zstd-chunked"};
+    ProcessResult r = RunImagefs({"--root", *dir_ + "/convert-root", "convert", "--format",
+                                  "zstd-chunked", "oci:" + *image, "docker://" + zc.ref},
+                                 registry_->client_env());
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    variants_->push_back(zc);
+
+    // The oracle: skopeo's dir: holds the layers by digest; apply them with GNU tar.
+    const std::string dirout = *dir_ + "/busybox-dir";
+    auto c = registry_->RunSkopeo({"copy", "--quiet", "oci:" + *image, "dir:" + dirout});
+    ASSERT_TRUE(c.ok() && c->exit_code == 0) << (c.ok() ? c->Describe() : "");
+    auto manifest = ReadFile(dirout + "/manifest.json");
+    ASSERT_TRUE(manifest.ok());
+    std::string args;
+    const Json parsed = Json::parse(*manifest);
+    for (const Json& l : parsed["layers"]) {
+      args += " " + dirout + "/" + l["digest"].get<std::string>().substr(7);
+    }
+    oracle_ = new std::string(*dir_ + "/oracle");
+    Shell(std::string(IMAGEFS_SOURCE_DIR) + "/tests/testing/apply-layers " + *oracle_ + args);
+  }
+  static void TearDownTestSuite() {
+    delete registry_;
+    registry_ = nullptr;
+    if (dir_ != nullptr) (void)RemoveAll(*dir_);
+    delete dir_;
+    delete variants_;
+    delete oracle_;
+  }
+
+  void SetUp() override {
+    ASSERT_NE(registry_, nullptr);
+    ASSERT_EQ(variants_->size(), 2u);
+    auto root = MakeTempDir(*dir_, "root-");
+    ASSERT_TRUE(root.ok());
+    root_ = *root;
+  }
+
+  ProcessResult Imagefs(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--root", root_});
+    return RunImagefs(args, registry_->client_env());
+  }
+
+  // A fresh empty directory to mount on.
+  std::string NewMountpoint() {
+    auto d = MakeTempDir(*dir_, "mnt-");
+    EXPECT_TRUE(d.ok());
+    return d.ok() ? *d : "";
+  }
+
+  // The mounted tree against the oracle: paths, lstat fields, link targets, xattrs, bytes.
+  void ExpectSameAsOracle(const std::string& mnt) {
+    const std::string& oracle = *oracle_;
+    std::set<std::string> want_paths, got_paths;
+    for (auto it = std::filesystem::recursive_directory_iterator(oracle);
+         it != std::filesystem::recursive_directory_iterator(); ++it) {
+      want_paths.insert(it->path().string().substr(oracle.size()));
+    }
+    for (auto it = std::filesystem::recursive_directory_iterator(mnt);
+         it != std::filesystem::recursive_directory_iterator(); ++it) {
+      got_paths.insert(it->path().string().substr(mnt.size()));
+    }
+    EXPECT_EQ(got_paths, want_paths);
+    EXPECT_GT(want_paths.size(), 25u);
+
+    std::map<ino_t, ino_t> inode_pairs;  // oracle st_ino -> mounted st_ino
+    int xattr_files = 0, hard_links = 0;
+    for (const std::string& rel : want_paths) {
+      SCOPED_TRACE(rel);
+      const std::string want_path = oracle + rel, got_path = mnt + rel;
+      struct stat want, got;
+      ASSERT_EQ(::lstat(want_path.c_str(), &want), 0);
+      ASSERT_EQ(::lstat(got_path.c_str(), &got), 0) << std::strerror(errno);
+      EXPECT_EQ(got.st_mode, want.st_mode);
+      EXPECT_EQ(got.st_uid, want.st_uid);
+      EXPECT_EQ(got.st_gid, want.st_gid);
+      EXPECT_EQ(got.st_nlink, want.st_nlink);
+      auto xattrs = Xattrs(want_path);
+      EXPECT_EQ(Xattrs(got_path), xattrs);
+      xattr_files += !xattrs.empty();
+      if (S_ISDIR(want.st_mode)) continue;
+      EXPECT_EQ(got.st_size, want.st_size);
+      EXPECT_EQ(got.st_mtim.tv_sec, want.st_mtim.tv_sec);
+      auto [pair, inserted] = inode_pairs.try_emplace(want.st_ino, got.st_ino);
+      EXPECT_EQ(pair->second, got.st_ino) << "hard links must share st_ino";
+      hard_links += !inserted;
+      if (S_ISLNK(want.st_mode)) {
+        EXPECT_EQ(std::filesystem::read_symlink(got_path), std::filesystem::read_symlink(want_path));
+      } else if (S_ISREG(want.st_mode)) {
+        auto want_bytes = ReadFile(want_path);
+        auto got_bytes = ReadFile(got_path);
+        ASSERT_TRUE(want_bytes.ok() && got_bytes.ok()) << got_bytes.status().message();
+        EXPECT_TRUE(*got_bytes == *want_bytes) << got_bytes->size() << " vs " << want_bytes->size();
+      }
+    }
+    EXPECT_GE(xattr_files, 1);
+    EXPECT_GE(hard_links, 1);
+  }
+
+  static TestRegistry* registry_;
+  static std::string* dir_;
+  static std::string* oracle_;
+  static std::vector<Variant>* variants_;
+  std::string root_;
+};
+
+TestRegistry* MountTest::registry_ = nullptr;
+std::string* MountTest::dir_ = nullptr;
+std::string* MountTest::oracle_ = nullptr;
+std::vector<Variant>* MountTest::variants_ = nullptr;
+
+TEST_F(MountTest, MountedTreeOfEachFormatEqualsTheOracle) {
+  for (const Variant& v : *variants_) {
+    SCOPED_TRACE(v.format);
+    ScopedMount mnt(NewMountpoint());
+    ProcessResult r = Imagefs({"mount", "--read-only", v.ref, mnt.dir()});
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    EXPECT_EQ(r.stderr_text, "");
+    // The command returned with the mount already serving.
+    const std::string info = MountInfo(mnt.dir());
+    ASSERT_NE(info, "");
+    EXPECT_NE(info.find(" - fuse.") , std::string::npos) << info;
+    EXPECT_NE(info.find(" imagefs "), std::string::npos) << info;
+    EXPECT_NE(info.find(" ro"), std::string::npos) << info;
+    ExpectSameAsOracle(mnt.dir());
+    r = Imagefs({"umount", mnt.dir()});
+    EXPECT_EQ(r.exit_code, 0) << r.Describe();
+    EXPECT_FALSE(IsMounted(mnt.dir()));
+  }
+}
+
+TEST_F(MountTest, ShellToolsWorkOnTheMount) {
+  const Variant& v = variants_->front();
+  ScopedMount mnt(NewMountpoint());
+  ProcessResult r = Imagefs({"mount", "--read-only", v.ref, mnt.dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(Shell("cat " + mnt.dir() + "/data/hello.txt"), "hello from imagefs\n");
+  EXPECT_EQ(Shell("cat " + mnt.dir() + "/data/rel-link"), "hello from imagefs\n");
+  EXPECT_EQ(Shell("cd " + mnt.dir() + " && find . | sort"),
+            Shell("cd " + *oracle_ + " && find . | sort"));
+  EXPECT_EQ(Shell("ls " + mnt.dir() + "/etc"), "group\npasswd\n");
+  EXPECT_EQ(Shell("ls " + mnt.dir() + "/data/olddir"), "new.txt\n");
+  const std::string long_listing = Shell("ls -la " + mnt.dir() + "/data");
+  EXPECT_NE(long_listing.find("hello-link"), std::string::npos) << long_listing;
+  EXPECT_NE(long_listing.find(" .."), std::string::npos) << long_listing;
+  EXPECT_EQ(Shell("sha256sum < " + mnt.dir() + "/data/big.bin"),
+            Shell("sha256sum < " + *oracle_ + "/data/big.bin"));
+  const std::string df = Shell("df -P " + mnt.dir() + " | tail -1");
+  EXPECT_EQ(df.rfind("imagefs ", 0), 0u) << df;
+}
+
+TEST_F(MountTest, ParallelReadersGetTheOraclesBytes) {
+  for (const Variant& v : *variants_) {
+    SCOPED_TRACE(v.format);
+    ScopedMount mnt(NewMountpoint());
+    ProcessResult r = Imagefs({"mount", "--read-only", v.ref, mnt.dir()});
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    // Eight readers at once over every file (the multi-threaded loop, cold chunks).
+    const std::string sums = "find . -type f -print0 | xargs -0 -P8 -n1 sha256sum | sort";
+    EXPECT_EQ(Shell("cd " + mnt.dir() + " && " + sums), Shell("cd " + *oracle_ + " && " + sums));
+  }
+}
+
+// Lazy: mounting fetches manifest, config and indexes; reading a small file fetches its
+// chunk, not the 20 MiB layer beside it.
+TEST_F(MountTest, MountAndASmallReadFetchLittleOfTheImage) {
+  const Variant& v = variants_->back();  // zstd:chunked: TOC per layer
+  auto settled = [&] {
+    uint64_t last = registry_->BytesSent();
+    for (int i = 0; i < 20; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));
+      uint64_t now = registry_->BytesSent();
+      if (now == last && i >= 2) break;
+      last = now;
+    }
+    return last;
+  };
+  settled();
+  registry_->ResetCounters();
+  ScopedMount mnt(NewMountpoint());
+  ProcessResult r = Imagefs({"mount", "--read-only", v.ref, mnt.dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(Shell("cat " + mnt.dir() + "/data/hello.txt"), "hello from imagefs\n");
+  const uint64_t sent = settled();
+  EXPECT_LT(sent, 2u << 20) << "mount + one small read sent " << sent << " bytes";
+  std::printf("mount + cat of 19 bytes sent %llu bytes (image holds a 20 MiB file)\n",
+              static_cast<unsigned long long>(sent));
+}
+
+TEST_F(MountTest, AProcessStartsFromTheMount) {
+  if (::geteuid() != 0) GTEST_SKIP() << "chroot needs root";
+  const Variant& v = variants_->back();  // the zstd:chunked conversion
+  ScopedMount mnt(NewMountpoint());
+  ProcessResult r = Imagefs({"mount", "--read-only", v.ref, mnt.dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(Shell("chroot " + mnt.dir() + " /bin/sh -c 'echo ok'"), "ok\n");
+  EXPECT_EQ(Shell("chroot " + mnt.dir() + " /bin/cat /etc/passwd"),
+            *ReadFile(*oracle_ + "/etc/passwd"));
+}
+
+TEST_F(MountTest, WritesFailWithEROFS) {
+  const Variant& v = variants_->front();
+  ScopedMount mnt(NewMountpoint());
+  ProcessResult r = Imagefs({"mount", "--read-only", v.ref, mnt.dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const std::string hello = mnt.dir() + "/data/hello.txt";
+  EXPECT_EQ(::open(hello.c_str(), O_WRONLY), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::open(hello.c_str(), O_RDWR), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::open((mnt.dir() + "/data/new.txt").c_str(), O_WRONLY | O_CREAT, 0644), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::mkdir((mnt.dir() + "/newdir").c_str(), 0755), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::unlink(hello.c_str()), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::rename(hello.c_str(), (mnt.dir() + "/data/moved").c_str()), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::chmod(hello.c_str(), 0600), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(::lsetxattr(hello.c_str(), "user.x", "1", 1, 0), -1);
+  EXPECT_EQ(errno, EROFS);
+  int fd = ::open(hello.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  char buf[64];
+  EXPECT_EQ(::read(fd, buf, sizeof buf), 19);
+  ::close(fd);
+  int rc = 0;
+  Shell("echo x > " + hello + " 2>/dev/null", &rc);
+  EXPECT_NE(rc, 0);
+}
+
+TEST_F(MountTest, MountFailuresPrintOneLineAndLeaveNothingMounted) {
+  const Variant& v = variants_->front();
+  const std::string missing = *dir_ + "/no-such-dir";
+  ProcessResult r = Imagefs({"mount", "--read-only", v.ref, missing});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(LineCount(r.stderr_text), 1) << r.stderr_text;
+  EXPECT_NE(r.stderr_text.find(missing), std::string::npos) << r.stderr_text;
+  EXPECT_FALSE(IsMounted(missing));
+
+  const std::string mnt = NewMountpoint();
+  ScopedMount guard(mnt);
+  r = Imagefs({"mount", "--read-only", registry_->host() + "/t/nosuchimage:latest", mnt});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(LineCount(r.stderr_text), 1) << r.stderr_text;
+  EXPECT_FALSE(IsMounted(mnt));
+
+  r = Imagefs({"mount", "--read-only", "127.0.0.1:1/t/dead:latest", mnt});  // nothing listens
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(LineCount(r.stderr_text), 1) << r.stderr_text;
+  EXPECT_FALSE(IsMounted(mnt));
+
+  r = Imagefs({"mount", v.ref, mnt});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.stderr_text, "imagefs: writable mounts are not implemented yet; use --read-only\n");
+  EXPECT_FALSE(IsMounted(mnt));
+}
+
+TEST_F(MountTest, UmountOfSomethingElseNamesTheMountpoint) {
+  const std::string plain = NewMountpoint();
+  ProcessResult r = Imagefs({"umount", plain});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.stderr_text, "imagefs: umount: " + plain + ": not an imagefs mount\n");
+  r = Imagefs({"umount", "/proc"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(LineCount(r.stderr_text), 1) << r.stderr_text;
+}
+
+TEST_F(MountTest, ForegroundMountUnmountsCleanlyOnSigterm) {
+  const Variant& v = variants_->front();
+  ScopedMount mnt(NewMountpoint());
+  ProcessOptions o;
+  o.argv = {ImagefsBinary(), "--root", root_, "mount", "--read-only", "-f", v.ref, mnt.dir()};
+  o.env_set = registry_->client_env();
+  o.env_remove = {"REGISTRY_AUTH_FILE", "CONTAINERS_REGISTRIES_CONF", "IMAGEFS_ROOT"};
+  auto proc = BackgroundProcess::Start(o, *dir_ + "/foreground.log");
+  ASSERT_TRUE(proc.ok()) << proc.status().message();
+  for (int i = 0; i < 200 && !IsMounted(mnt.dir()); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(IsMounted(mnt.dir())) << *ReadFile(proc->log_path());
+  EXPECT_EQ(Shell("cat " + mnt.dir() + "/data/hello.txt"), "hello from imagefs\n");
+  EXPECT_EQ(proc->Stop(std::chrono::seconds(10)), 0);  // SIGTERM to the process we started
+  EXPECT_FALSE(IsMounted(mnt.dir()));
+}
+
+}  // namespace
+}  // namespace imagefs::testing

@@ -1,0 +1,236 @@
+// imagefs mount [--read-only] [-f] IMAGE MOUNTPOINT and imagefs umount MOUNTPOINT.
+//
+// mount opens the image (manifest, config, each layer's index: nothing else is fetched)
+// and serves its merged tree read-only through FUSE; file bytes are fetched when read.
+// By default it detaches: it forks first (before any thread or connection exists), the
+// child opens the image, mounts and reports through a pipe; the parent returns 0 only
+// once a stat of the mountpoint is answered by the new mount, else prints the child's one
+// line and returns 1 (nothing is left mounted). The child logs to --root/logs/. With -f it
+// serves in the foreground. SIGTERM, SIGINT and SIGHUP unmount cleanly.
+//
+// umount unmounts an imagefs mount (umount2 as root, else fusermount3 -u); the serving
+// process then sees the end of its connection and exits.
+
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "fs/filesystem.h"
+#include "fs/session.h"
+#include "tools/image_view.h"
+#include "util/file.h"
+#include "util/unique_fd.h"
+
+namespace imagefs::tools {
+namespace {
+
+struct MountRequest {
+  std::string image;
+  std::string mountpoint;  // absolute
+  std::string platform;
+  bool debug = false;
+};
+
+// Writes all of `text` to fd (a pipe to the waiting parent).
+void WriteAll(int fd, const std::string& text) {
+  for (size_t done = 0; done < text.size();) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+// Opens the image, mounts it and serves until unmounted. `notify_fd` (>= 0 when detached)
+// gets "OK\n" once the kernel mount exists, or "ERR <message>" when mounting failed.
+int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
+  auto report_failure = [&](const Status& st) {
+    if (notify_fd >= 0) {
+      WriteAll(notify_fd, "ERR " + st.message());
+      LOG(kError) << st.message();
+      return 1;
+    }
+    return Fail(st);
+  };
+  auto opened = OpenImageView(global, req.image, req.platform);
+  if (!opened.ok()) return report_failure(opened.status());
+  fs::Filesystem filesystem(*opened->view);
+
+  fs::SessionOptions options;
+  options.mountpoint = req.mountpoint;
+  options.subtype = req.image;
+  options.allow_other = ::geteuid() == 0;
+  options.read_only = true;
+  options.debug = req.debug;
+  auto session = fs::Session::Mount(filesystem, options);
+  if (!session.ok()) return report_failure(session.status());
+  if (notify_fd >= 0) {
+    WriteAll(notify_fd, "OK\n");
+    ::close(notify_fd);
+  }
+  Status st = (*session)->Run();
+  session->reset();  // unmounts if the loop ended by a signal
+  if (!st.ok()) {
+    LOG(kError) << st.message();
+    return notify_fd >= 0 ? 1 : Fail(st);
+  }
+  return 0;
+}
+
+// The detached child: its own session, output to a log file, then Serve.
+[[noreturn]] void RunDaemon(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
+  ::setsid();
+  const std::string logs = global.root + "/logs";
+  const std::string log_path = logs + "/mount-" + std::to_string(::getpid()) + ".log";
+  Status made = MakeDirs(logs, 0700);
+  int log_fd = made.ok() ? ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)
+                         : -1;
+  if (log_fd < 0) {
+    WriteAll(notify_fd, "ERR cannot open the log file " + log_path + ": " +
+                            (made.ok() ? std::string(std::strerror(errno)) : made.message()));
+    std::_Exit(1);
+  }
+  int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
+  ::dup2(log_fd, STDOUT_FILENO);
+  ::dup2(log_fd, STDERR_FILENO);
+  if (::chdir("/") != 0) {
+    // Not fatal: the mountpoint is absolute.
+  }
+  std::fprintf(stderr, "imagefs mount %s %s: pid %d\n", req.image.c_str(),
+               req.mountpoint.c_str(), static_cast<int>(::getpid()));
+  std::fflush(stderr);
+  int rc = Serve(global, req, notify_fd);
+  std::fflush(nullptr);
+  std::_Exit(rc);
+}
+
+int MountDetached(const GlobalOptions& global, const MountRequest& req) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return Fail(Status::FromErrno(errno, "pipe"));
+  UniqueFd read_end(fds[0]), write_end(fds[1]);
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) return Fail(Status::FromErrno(errno, "fork"));
+  if (pid == 0) {
+    read_end.Reset();
+    RunDaemon(global, req, write_end.Release());
+  }
+  write_end.Reset();
+  std::string message;
+  char buf[512];
+  for (;;) {
+    ssize_t n = ::read(read_end.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    message.append(buf, static_cast<size_t>(n));
+  }
+  if (message.rfind("OK\n", 0) == 0) {
+    // The mount exists; this stat is answered once the child's loop serves it.
+    struct stat st;
+    if (::stat(req.mountpoint.c_str(), &st) == 0) return 0;
+    Status failed = Status::FromErrno(errno, "mount at " + req.mountpoint + " does not answer");
+    return Fail(failed);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (message.rfind("ERR ", 0) == 0) return Fail(Status::Unavailable(message.substr(4)));
+  return Fail(Status::Internal("the mount process exited before mounting; see " + global.root +
+                               "/logs/mount-" + std::to_string(pid) + ".log"));
+}
+
+// An absolute form of path without touching the filesystem beyond getcwd (a dead FUSE
+// mountpoint cannot be stat'ed).
+std::string Absolute(const std::string& path) {
+  char resolved[PATH_MAX];
+  if (::realpath(path.c_str(), resolved) != nullptr) return resolved;
+  if (!path.empty() && path[0] == '/') return path;
+  char cwd[PATH_MAX];
+  if (::getcwd(cwd, sizeof cwd) == nullptr) return path;
+  std::string out = std::string(cwd) + "/" + path;
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
+}  // namespace
+
+int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) {
+  CLI::App app("Mount an image's root filesystem at MOUNTPOINT. Only the manifest, config and\n"
+               "layer indexes are fetched before the mount answers; file bytes are fetched\n"
+               "when read. Detaches once the mount serves (logs under --root/logs/).",
+               "imagefs mount");
+  MountRequest req;
+  bool read_only = false, foreground = false;
+  app.add_flag("--read-only", read_only, "Mount read-only (required until the upper dir lands)");
+  app.add_flag("-f,--foreground", foreground, "Serve in the foreground; Ctrl-C unmounts");
+  app.add_flag("--debug", req.debug, "Log every FUSE request (with -f: to stderr)");
+  app.add_option("--platform", req.platform, "os/arch[/variant] to pick from a multi-arch image");
+  app.add_option("IMAGE", req.image, "The image")->required();
+  app.add_option("MOUNTPOINT", req.mountpoint, "An existing directory")->required();
+  if (int rc = ParseCommandLine(app, "mount", args); rc >= 0) return rc;
+
+  if (!read_only) {
+    return Fail(Status::Unsupported("writable mounts are not implemented yet; use --read-only"));
+  }
+  struct stat st;
+  if (::stat(req.mountpoint.c_str(), &st) != 0) {
+    return Fail(Status::FromErrno(errno, "mount: " + req.mountpoint));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return Fail(Status::FromErrno(ENOTDIR, "mount: " + req.mountpoint));
+  }
+  req.mountpoint = Absolute(req.mountpoint);
+  if (foreground) return Serve(global, req, -1);
+  return MountDetached(global, req);
+}
+
+int RunUmount(const GlobalOptions&, const std::vector<std::string>& args) {
+  CLI::App app("Unmount an imagefs mount; the process serving it exits.", "imagefs umount");
+  std::string mountpoint;
+  bool lazy = false;
+  app.add_flag("-l,--lazy", lazy, "Detach now, clean up when no longer busy");
+  app.add_option("MOUNTPOINT", mountpoint, "Where the image is mounted")->required();
+  if (int rc = ParseCommandLine(app, "umount", args); rc >= 0) return rc;
+
+  const std::string path = Absolute(mountpoint);
+  if (!fs::IsImagefsMount(path)) {
+    return Fail(Status::InvalidArgument("umount: " + mountpoint + ": not an imagefs mount"));
+  }
+  if (::geteuid() == 0) {
+    if (::umount2(path.c_str(), lazy ? MNT_DETACH : 0) != 0) {
+      return Fail(Status::FromErrno(errno, "umount: " + mountpoint));
+    }
+    return 0;
+  }
+  // Unprivileged: the setuid helper that mounted it unmounts it.
+  pid_t pid = ::fork();
+  if (pid < 0) return Fail(Status::FromErrno(errno, "fork"));
+  if (pid == 0) {
+    if (lazy) {
+      ::execlp("fusermount3", "fusermount3", "-u", "-z", "--", path.c_str(), nullptr);
+    } else {
+      ::execlp("fusermount3", "fusermount3", "-u", "--", path.c_str(), nullptr);
+    }
+    std::_Exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return Fail(Status::FromErrno(EBUSY, "umount: " + mountpoint + ": fusermount3 -u failed"));
+  }
+  return 0;
+}
+
+}  // namespace imagefs::tools
