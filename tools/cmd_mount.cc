@@ -27,7 +27,9 @@
 
 #include "fs/filesystem.h"
 #include "fs/session.h"
+#include "tools/format.h"
 #include "tools/image_view.h"
+#include "tools/mount_table.h"
 #include "util/file.h"
 #include "util/unique_fd.h"
 
@@ -74,12 +76,22 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   options.debug = req.debug;
   auto session = fs::Session::Mount(filesystem, options);
   if (!session.ok()) return report_failure(session.status());
+  MountRecord record;
+  record.pid = ::getpid();
+  record.image = req.image;
+  record.manifest_digest = opened->opened.image.manifest.digest;
+  record.mountpoint = req.mountpoint;
+  record.started = static_cast<int64_t>(::time(nullptr));
+  if (Status recorded = RecordMount(global.root, record); !recorded.ok()) {
+    LOG(kWarn) << "recording the mount: " << recorded.message();
+  }
   if (notify_fd >= 0) {
     WriteAll(notify_fd, "OK\n");
     ::close(notify_fd);
   }
   Status st = (*session)->Run();
   session->reset();  // unmounts if the loop ended by a signal
+  ForgetMount(global.root, record.pid);
   if (!st.ok()) {
     LOG(kError) << st.message();
     return notify_fd >= 0 ? 1 : Fail(st);
@@ -193,6 +205,26 @@ int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) 
   req.mountpoint = Absolute(req.mountpoint);
   if (foreground) return Serve(global, req, -1);
   return MountDetached(global, req);
+}
+
+int RunMounts(const GlobalOptions& global, const std::vector<std::string>& args) {
+  CLI::App app("List live imagefs mounts.", "imagefs mounts");
+  bool quiet = false;
+  app.add_flag("-q,--quiet", quiet, "Print mountpoints only");
+  if (int rc = ParseCommandLine(app, "mounts", args); rc >= 0) return rc;
+  auto mounts = LiveMounts(global.root);
+  if (!mounts.ok()) return Fail(mounts.status());
+  std::string table = quiet ? "" : "MOUNTPOINT\tIMAGE\tUPPER\tPID\n";
+  for (const MountRecord& m : *mounts) {
+    if (quiet) {
+      table += m.mountpoint + "\n";
+      continue;
+    }
+    table += m.mountpoint + "\t" + m.image + "\t" + (m.upper.empty() ? "(read-only)" : m.upper) +
+             "\t" + std::to_string(m.pid) + "\n";
+  }
+  std::fputs(quiet ? table.c_str() : TabWrite(table).c_str(), stdout);
+  return 0;
 }
 
 int RunUmount(const GlobalOptions&, const std::vector<std::string>& args) {

@@ -71,6 +71,7 @@ int RunDf(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunPrune(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunHistory(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunMount(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunMounts(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunUmount(const GlobalOptions& global, const std::vector<std::string>& args);
 
 }  // namespace imagefs::tools

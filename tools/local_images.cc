@@ -3,6 +3,7 @@
 #include <set>
 
 #include "fetch/reference.h"
+#include "tools/mount_table.h"
 
 namespace imagefs::tools {
 namespace {
@@ -78,7 +79,14 @@ std::string ImageId(const std::string& config_digest, bool no_trunc) {
   return hex.substr(0, 12);
 }
 
-Status CheckImageNotMounted(const std::string& /*root*/, const std::string& /*manifest_digest*/) {
+Status CheckImageNotMounted(const std::string& root, const std::string& manifest_digest) {
+  ASSIGN_OR_RETURN(std::vector<MountRecord> mounts, LiveMounts(root));
+  for (const MountRecord& m : mounts) {
+    if (m.manifest_digest == manifest_digest) {
+      return Status::AlreadyExists("image is being used by the mount at " + m.mountpoint +
+                                   " (imagefs umount " + m.mountpoint + " first)");
+    }
+  }
   return Status::Ok();
 }
 

@@ -28,8 +28,8 @@ std::string FamiliarName(const store::NameRef& name);
 // docker's image ID column: 12 hex, or "sha256:<64 hex>" with no_trunc.
 std::string ImageId(const std::string& config_digest, bool no_trunc);
 
-// Hook for the mount work: kAlreadyExists ("image is being used by a mount at ...") when a
-// running mount uses the image. No mounts exist yet, so it always allows.
+// kAlreadyExists ("image is being used by the mount at ...") when a live mount serves the
+// image (tools/mount_table.h).
 Status CheckImageNotMounted(const std::string& root, const std::string& manifest_digest);
 
 }  // namespace imagefs::tools

@@ -32,6 +32,7 @@ constexpr Command kCommands[] = {
     {"cat", "Print a file of an image without pulling it", RunCat},
     {"mount", "Mount an image's root filesystem read-only, fetching files lazily", RunMount},
     {"umount", "Unmount an imagefs mount", RunUmount},
+    {"mounts", "List live imagefs mounts", RunMounts},
     {"convert", "Rewrite an image's layers as seekable layers (zstd:chunked, eStargz)", RunConvert},
     {"images", "List pulled images, as docker images", RunImages},
     {"tag", "Give a pulled image another name", RunTag},

@@ -301,6 +301,33 @@ TEST_F(MountTest, MountAndASmallReadFetchLittleOfTheImage) {
               static_cast<unsigned long long>(sent));
 }
 
+TEST_F(MountTest, MountsListsLiveMountsAndRmiRefusesAMountedImage) {
+  const Variant& v = variants_->front();
+  ASSERT_EQ(Imagefs({"pull", "-q", v.ref}).exit_code, 0);
+  ScopedMount mnt(NewMountpoint());
+  ProcessResult r = Imagefs({"mount", "--read-only", v.ref, mnt.dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  ProcessResult list = Imagefs({"mounts"});
+  ASSERT_EQ(list.exit_code, 0) << list.Describe();
+  EXPECT_EQ(list.stdout_text.rfind("MOUNTPOINT", 0), 0u) << list.stdout_text;
+  EXPECT_NE(list.stdout_text.find(mnt.dir()), std::string::npos) << list.stdout_text;
+  EXPECT_NE(list.stdout_text.find(v.ref), std::string::npos) << list.stdout_text;
+  EXPECT_EQ(Imagefs({"mounts", "-q"}).stdout_text, mnt.dir() + "\n");
+  ProcessResult rmi = Imagefs({"rmi", v.ref});
+  EXPECT_EQ(rmi.exit_code, 1);
+  EXPECT_NE(rmi.stderr_text.find("being used by the mount at " + mnt.dir()), std::string::npos)
+      << rmi.stderr_text;
+  ProcessResult df = Imagefs({"df"});
+  EXPECT_NE(df.stdout_text.find("Images          1         1 "), std::string::npos)
+      << df.stdout_text;
+  ProcessResult prune = Imagefs({"prune", "-a", "-f"});
+  EXPECT_EQ(prune.stdout_text, "Total reclaimed space: 0B\n");
+  ASSERT_EQ(Imagefs({"umount", mnt.dir()}).exit_code, 0);
+  EXPECT_EQ(Imagefs({"mounts", "-q"}).stdout_text, "");
+  rmi = Imagefs({"rmi", v.ref});
+  EXPECT_EQ(rmi.exit_code, 0) << rmi.Describe();
+}
+
 TEST_F(MountTest, AProcessStartsFromTheMount) {
   if (::geteuid() != 0) GTEST_SKIP() << "chroot needs root";
   const Variant& v = variants_->back();  // the zstd:chunked conversion
