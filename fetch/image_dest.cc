@@ -35,20 +35,6 @@ constexpr size_t kTarBlock = 512;
 // ---------------------------------------------------------------------------------------
 // Small file helpers.
 
-Status WriteAll(int fd, const void* data, size_t n, const std::string& where) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "writing " + where);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return Status::Ok();
-}
-
 Status PwriteAll(int fd, const void* data, size_t n, uint64_t offset, const std::string& where) {
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
@@ -271,7 +257,7 @@ class OciLayoutDestination final : public ImageDestination {
         hash.Update(std::string_view(buf.data(), n));
         size += n;
         if (desc.size >= 0 && size > static_cast<uint64_t>(desc.size)) break;  // fails below
-        RETURN_IF_ERROR(WriteAll(out.get(), buf.data(), n, tmp_path));
+        RETURN_IF_ERROR(WriteAll(out.get(), std::string_view(buf.data(), n), tmp_path));
       }
       RETURN_IF_ERROR(CheckBlob(desc, size, hash.Finish(), Describe(), path));
       if (::fsync(out.get()) != 0) return Status::FromErrno(errno, "fsync " + tmp_path);
@@ -657,7 +643,7 @@ Status SaveBlob(ImageSource& source, const Descriptor& desc, int fd, const std::
       return Status::Corruption(blob->Describe() + ": ended at byte " + std::to_string(offset) +
                                 " of " + std::to_string(blob->Size()));
     }
-    RETURN_IF_ERROR(WriteAll(fd, buf.data(), n, where));
+    RETURN_IF_ERROR(WriteAll(fd, std::string_view(reinterpret_cast<const char*>(buf.data()), n), where));
     offset += n;
   }
   return Status::Ok();

@@ -69,19 +69,6 @@ Result<std::vector<std::string>> ReadProfile(const std::string& path) {
   return paths;
 }
 
-Status WriteAll(int fd, const char* data, size_t n, const std::string& path) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, data, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "writing " + path);
-    }
-    data += w;
-    n -= static_cast<size_t>(w);
-  }
-  return Status::Ok();
-}
-
 Result<UniqueFd> CreateFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return Status::FromErrno(errno, "creating " + path);
@@ -110,7 +97,7 @@ Result<std::string> FetchLayerTar(fetch::ImageSource& source, const fetch::Descr
     Status st = dec->Feed(reinterpret_cast<const char*>(buf.data()), n,
                           [&](const char* data, size_t len) {
                             tar_hash.Update(std::string_view(data, len));
-                            return WriteAll(out.get(), data, len, tar_path);
+                            return WriteAll(out.get(), std::string_view(data, len), tar_path);
                           });
     if (!st.ok()) return st.WithContext(what);
     off += n;
@@ -217,7 +204,9 @@ int RunConvert(const GlobalOptions& global, const std::vector<std::string>& args
     auto written = index::WriteSeekableLayer(
         seekable, tar_path,
         [&](std::span<const uint8_t> data) {
-          return WriteAll(out->get(), reinterpret_cast<const char*>(data.data()), data.size(),
+          return WriteAll(out->get(),
+                          std::string_view(reinterpret_cast<const char*>(data.data()),
+                                           data.size()),
                           out_path);
         },
         options);

@@ -43,22 +43,16 @@ struct MountRequest {
   bool debug = false;
 };
 
-// Writes all of `text` to fd (a pipe to the waiting parent).
-void WriteAll(int fd, const std::string& text) {
-  for (size_t done = 0; done < text.size();) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    done += static_cast<size_t>(n);
-  }
-}
+// Tells the waiting parent (a pipe) how mounting went; it reads until EOF, so a failed
+// write only means it has gone.
+void Notify(int fd, const std::string& text) { (void)WriteAll(fd, text, "the mount pipe"); }
 
 // Opens the image, mounts it and serves until unmounted. `notify_fd` (>= 0 when detached)
 // gets "OK\n" once the kernel mount exists, or "ERR <message>" when mounting failed.
 int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   auto report_failure = [&](const Status& st) {
     if (notify_fd >= 0) {
-      WriteAll(notify_fd, "ERR " + st.message());
+      Notify(notify_fd, "ERR " + st.message());
       LOG(kError) << st.message();
       return 1;
     }
@@ -86,7 +80,7 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
     LOG(kWarn) << "recording the mount: " << recorded.message();
   }
   if (notify_fd >= 0) {
-    WriteAll(notify_fd, "OK\n");
+    Notify(notify_fd, "OK\n");
     ::close(notify_fd);
   }
   Status st = (*session)->Run();
@@ -108,7 +102,7 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   int log_fd = made.ok() ? ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)
                          : -1;
   if (log_fd < 0) {
-    WriteAll(notify_fd, "ERR cannot open the log file " + log_path + ": " +
+    Notify(notify_fd, "ERR cannot open the log file " + log_path + ": " +
                             (made.ok() ? std::string(std::strerror(errno)) : made.message()));
     std::_Exit(1);
   }

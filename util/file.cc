@@ -58,6 +58,18 @@ bool PathExists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
+Status WriteAll(int fd, std::string_view data, const std::string& what) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "writing " + what);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return Status::Ok();
+}
+
 Status WriteFileAtomic(const std::string& path, std::string_view data, int mode) {
   std::string dir = Dirname(path);
   RETURN_IF_ERROR(MakeDirs(dir));
@@ -65,16 +77,9 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, int mode)
                     std::to_string(std::random_device{}());
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
   if (!fd) return Status::FromErrno(errno, "writing " + tmp);
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      Status st = Status::FromErrno(errno, "writing " + path);
-      ::unlink(tmp.c_str());
-      return st;
-    }
-    done += static_cast<size_t>(n);
+  if (Status st = WriteAll(fd.get(), data, path); !st.ok()) {
+    ::unlink(tmp.c_str());
+    return st;
   }
   if (::fsync(fd.get()) != 0 || ::close(fd.Release()) != 0) {
     Status st = Status::FromErrno(errno, "writing " + path);

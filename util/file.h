@@ -12,6 +12,8 @@ namespace imagefs {
 Result<std::string> ReadFile(const std::string& path);
 // Writes data to a temporary name in the same directory, fsyncs it and renames it over
 // path, so readers see either the old or the whole new file. Creates parent dirs.
+// Writes all of data to fd (retrying short writes and EINTR); errors say "writing <what>".
+Status WriteAll(int fd, std::string_view data, const std::string& what);
 Status WriteFileAtomic(const std::string& path, std::string_view data, int mode = 0644);
 // mkdir -p.
 Status MakeDirs(const std::string& path, int mode = 0755);

@@ -16,18 +16,6 @@ namespace {
 using Json = nlohmann::json;
 
 // go-units HumanSizeWithPrecision(size, 3), as docker prints sizes.
-std::string DockerSize(double bytes) {
-  const char* units[] = {"B", "kB", "MB", "GB"};
-  int u = 0;
-  while (bytes >= 1000 && u < 3) {
-    bytes /= 1000;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f%s" : "%.3g%s", bytes, units[u]);
-  return buf;
-}
-
 class DfPruneTest : public ::testing::Test {
  protected:
   void SetUp() override {

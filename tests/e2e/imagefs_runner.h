@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <string>
 #include <utility>
 #include <vector>
@@ -71,6 +72,19 @@ inline std::vector<std::string> Lines(const std::string& text) {
     pos = nl + 1;
   }
   return out;
+}
+
+// docker's sizes (go-units HumanSizeWithPrecision(size, 3)): "512B", "1.23MB".
+inline std::string DockerSize(double bytes) {
+  const char* units[] = {"B", "kB", "MB", "GB"};
+  int u = 0;
+  while (bytes >= 1000 && u < 3) {
+    bytes /= 1000;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g%s", bytes, units[u]);
+  return buf;
 }
 
 // Number of lines in text (a trailing newline does not start a new line).

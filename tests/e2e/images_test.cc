@@ -46,19 +46,6 @@ std::string Layout(const Table& rows) {
   return out;
 }
 
-// go-units HumanSizeWithPrecision(size, 3).
-std::string DockerSize(double bytes) {
-  const char* units[] = {"B", "kB", "MB", "GB"};
-  int u = 0;
-  while (bytes >= 1000 && u < 3) {
-    bytes /= 1000;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3g%s", bytes, units[u]);
-  return buf;
-}
-
 struct LayoutImage {
   std::string manifest_digest;
   std::string config_digest;

@@ -141,18 +141,6 @@ class LsCatTest : public ::testing::Test {
     return variants_->front();
   }
 
-  // Waits until the registry has logged every response, then the bytes it sent.
-  uint64_t SettledBytesSent() {
-    uint64_t last = registry_->BytesSent();
-    for (int i = 0; i < 20; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(150));
-      uint64_t now = registry_->BytesSent();
-      if (now == last && i >= 2) break;
-      last = now;
-    }
-    return last;
-  }
-
   static TestRegistry* registry_;
   static std::string* dir_;
   static std::vector<Variant>* variants_;
@@ -279,17 +267,17 @@ TEST_F(LsCatTest, MissingPathsDirectoriesAndBadImagesFailWithOneLine) {
 
 TEST_F(LsCatTest, PlainGzipLayersAreIndexedOnceThenServedFromTheCachedIndex) {
   const Variant& v = Find("bigfile", "gzip");
-  SettledBytesSent();
+  registry_->SettledBytesSent();
   registry_->ResetCounters();
   ProcessResult first = Imagefs({"cat", v.ref, "/data/small/hello-1k.txt"});
   ASSERT_EQ(first.exit_code, 0) << first.stderr_text;
-  const uint64_t first_bytes = SettledBytesSent();
+  const uint64_t first_bytes = registry_->SettledBytesSent();
   EXPECT_GE(first_bytes, v.layer_bytes);  // the one streaming pass that builds the index
   registry_->ResetCounters();
   ProcessResult second = Imagefs({"cat", v.ref, "/data/small/hello-1k.txt"});
   ASSERT_EQ(second.exit_code, 0) << second.stderr_text;
   EXPECT_EQ(second.stdout_text, first.stdout_text);
-  const uint64_t second_bytes = SettledBytesSent();
+  const uint64_t second_bytes = registry_->SettledBytesSent();
   // One checkpoint span (about 4 MiB of output) instead of the whole layer.
   EXPECT_LT(second_bytes, v.layer_bytes / 10) << "second read sent " << second_bytes;
 }
@@ -339,12 +327,12 @@ TEST_F(LsCatTest, CatOfASmallFileFromASeekableLayerFetchesUnderOnePercent) {
     const Variant& v = Find("bigfile", format);
     SCOPED_TRACE(v.ref);
     ASSERT_GT(v.layer_bytes, 100u << 20);
-    SettledBytesSent();
+    registry_->SettledBytesSent();
     registry_->ResetCounters();
     ProcessResult r = Imagefs({"cat", v.ref, "/data/small/hello-1k.txt"});
     ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
     EXPECT_EQ(r.stdout_text.size(), 1024u);
-    const uint64_t sent = SettledBytesSent();
+    const uint64_t sent = registry_->SettledBytesSent();
     EXPECT_LT(sent, v.layer_bytes / 100) << "sent " << sent << " of a " << v.layer_bytes
                                          << "-byte layer";
     std::printf("%s: cat of 1 KiB sent %llu bytes of a %llu-byte layer\n", v.ref.c_str(),

@@ -279,23 +279,13 @@ TEST_F(MountTest, ParallelReadersGetTheOraclesBytes) {
 // chunk, not the 20 MiB layer beside it.
 TEST_F(MountTest, MountAndASmallReadFetchLittleOfTheImage) {
   const Variant& v = variants_->back();  // zstd:chunked: TOC per layer
-  auto settled = [&] {
-    uint64_t last = registry_->BytesSent();
-    for (int i = 0; i < 20; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(150));
-      uint64_t now = registry_->BytesSent();
-      if (now == last && i >= 2) break;
-      last = now;
-    }
-    return last;
-  };
-  settled();
+  registry_->SettledBytesSent();
   registry_->ResetCounters();
   ScopedMount mnt(NewMountpoint());
   ProcessResult r = Imagefs({"mount", "--read-only", v.ref, mnt.dir()});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(Shell("cat " + mnt.dir() + "/data/hello.txt"), "hello from imagefs\n");
-  const uint64_t sent = settled();
+  const uint64_t sent = registry_->SettledBytesSent();
   EXPECT_LT(sent, 2u << 20) << "mount + one small read sent " << sent << " bytes";
   std::printf("mount + cat of 19 bytes sent %llu bytes (image holds a 20 MiB file)\n",
               static_cast<unsigned long long>(sent));

@@ -452,6 +452,18 @@ uint64_t TestRegistry::BytesSent() const {
   return total;
 }
 
+uint64_t TestRegistry::SettledBytesSent() const {
+  // The registry logs a response after sending it: wait until the count stops moving.
+  uint64_t last = BytesSent();
+  for (int i = 0; i < 20; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    uint64_t now = BytesSent();
+    if (now == last && i >= 2) break;
+    last = now;
+  }
+  return last;
+}
+
 int TestRegistry::RequestCount() const { return static_cast<int>(ReadRequests().size()); }
 
 std::vector<RegistryRequest> TestRegistry::Requests() const { return ReadRequests(); }

@@ -99,6 +99,8 @@ class TestRegistry {
 
   // Counters over the log lines written since the last ResetCounters() (or Start).
   uint64_t BytesSent() const;
+  // BytesSent() once the log has caught up with the responses already sent (about 0.5 s).
+  uint64_t SettledBytesSent() const;
   int RequestCount() const;
   std::vector<RegistryRequest> Requests() const;
   void ResetCounters();
