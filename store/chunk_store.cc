@@ -1,11 +1,13 @@
 #include "store/chunk_store.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <atomic>
 #include <ctime>
 #include <list>
@@ -19,6 +21,30 @@
 #include "util/unique_fd.h"
 
 namespace imagefs::store {
+namespace {
+
+// A file in wip/ belongs to a writer that has not committed; it was never visible. Removes
+// those whose writer process is gone (names are <hex>.<pid>.<n>), leaving live writers of
+// other processes sharing the store alone.
+void RemoveAbandonedWip(const std::string& wip) {
+  DIR* dir = ::opendir(wip.c_str());
+  if (dir == nullptr) return;
+  std::vector<std::string> abandoned;
+  while (struct dirent* d = ::readdir(dir)) {
+    std::string name = d->d_name;
+    if (name == "." || name == "..") continue;
+    size_t a = name.find('.');
+    size_t b = a == std::string::npos ? a : name.find('.', a + 1);
+    pid_t pid = 0;
+    if (b != std::string::npos) pid = static_cast<pid_t>(std::atol(name.substr(a + 1, b - a - 1).c_str()));
+    if (pid > 0 && pid != ::getpid() && (::kill(pid, 0) == 0 || errno == EPERM)) continue;
+    abandoned.push_back(wip + "/" + name);
+  }
+  ::closedir(dir);
+  for (const std::string& path : abandoned) ::unlink(path.c_str());
+}
+
+}  // namespace
 
 struct ChunkStore::Impl {
   struct Entry {
@@ -183,9 +209,9 @@ ChunkStore::~ChunkStore() = default;
 Result<std::unique_ptr<ChunkStore>> ChunkStore::Open(const ChunkStoreOptions& options) {
   if (options.dir.empty()) return Status::InvalidArgument("chunk store: no directory");
   RETURN_IF_ERROR(MakeDirs(options.dir + "/sha256"));
-  // Anything in wip/ is from a writer that never committed: it was never visible.
-  RETURN_IF_ERROR(RemoveAll(options.dir + "/wip"));
   RETURN_IF_ERROR(MakeDirs(options.dir + "/wip"));
+  RETURN_IF_ERROR(MakeDirs(options.dir + "/aliases"));
+  RemoveAbandonedWip(options.dir + "/wip");
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   ASSIGN_OR_RETURN(impl->io, MakeFileIo(options.io));
@@ -217,10 +243,40 @@ Result<ChunkPin> ChunkStore::Pin(const Digest& digest) {
 }
 
 uint64_t ChunkStore::Trim(uint64_t target_bytes) {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  const uint64_t before = impl_->stats.bytes;
-  impl_->EvictToLocked(target_bytes);
-  return before - impl_->stats.bytes;
+  uint64_t freed;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    const uint64_t before = impl_->stats.bytes;
+    impl_->EvictToLocked(target_bytes);
+    freed = before - impl_->stats.bytes;
+  }
+  if (target_bytes == 0) {
+    (void)RemoveAll(impl_->options.dir + "/aliases");
+    (void)MakeDirs(impl_->options.dir + "/aliases");
+  }
+  return freed;
+}
+
+Status ChunkStore::PutAlias(const Digest& key, const Digest& target) {
+  const std::string hex = key.hex();
+  const std::string dir = impl_->options.dir + "/aliases/" + hex.substr(0, 2);
+  RETURN_IF_ERROR(MakeDirs(dir));
+  return WriteFileAtomic(dir + "/" + hex, target.String() + "\n");
+}
+
+Result<Digest> ChunkStore::LookupAlias(const Digest& key) {
+  const std::string hex = key.hex();
+  const std::string path = impl_->options.dir + "/aliases/" + hex.substr(0, 2) + "/" + hex;
+  auto text = ReadFile(path);
+  if (!text.ok()) {
+    if (text.status().IsNotFound()) return Status::NotFound("no alias " + key.String());
+    return text.status();
+  }
+  std::string_view value = *text;
+  while (!value.empty() && value.back() == '\n') value.remove_suffix(1);
+  ASSIGN_OR_RETURN(Digest target, Digest::Parse(value));
+  if (!Contains(target)) return Status::NotFound("alias " + key.String() + " names a chunk no longer stored");
+  return target;
 }
 
 void ChunkStore::Unpin(const std::string& hex) {

@@ -4,13 +4,21 @@
 // named by their sha256, so identical bytes are stored once across layers, images and
 // formats. Layout under the store's dir:
 //   sha256/<2 hex>/<64 hex>   committed chunks (visible only once complete and verified)
-//   wip/                      chunks being written (removed at Open: a crash leaves nothing)
+//   wip/                      chunks being written, named <hex>.<pid>.<n> (a writer's leftovers
+//                             are removed at Open once its process is gone: a crash leaves nothing)
+//   aliases/<2 hex>/<64 hex>  "sha256:<hex>\n": which chunk holds the bytes a key names, for
+//                             formats that give no chunk digest (see store/cached_reader.h).
+//                             Not fsync'ed: a lost alias only costs a refetch.
 //
 // Writes are transactions: Begin -> Write... -> Commit (verify the digest, fsync, rename).
 // Size is bounded: past the capacity the least recently used unpinned chunks are evicted.
 // A Pin keeps a chunk from eviction while a read or copy-up uses it.
 // Restart cost is one stat per chunk (no rehash); LRU order survives restarts through
 // mtimes, refreshed at most once a minute per chunk.
+//
+// Several processes may share one store (a mount and a `cat`): each keeps its own LRU
+// accounting of what it saw at Open and wrote since, so a chunk another process evicted
+// reads as kNotFound (callers refetch) and the bound is kept per process.
 //
 // Thread safety: every method may be called from many threads. Lock order: mu_ only.
 
@@ -92,7 +100,13 @@ class ChunkStore {
   ChunkStoreStats Stats();
   // Evicts unpinned chunks, least recently used first, until at most target_bytes remain
   // (prune: 0). Returns the bytes freed.
+  // With target 0 the aliases go too.
   uint64_t Trim(uint64_t target_bytes);
+
+  // Aliases: `key` names bytes stored as chunk `target` (written atomically).
+  Status PutAlias(const Digest& key, const Digest& target);
+  // kNotFound when there is no alias (or it names a chunk no longer stored).
+  Result<Digest> LookupAlias(const Digest& key);
   const char* io_engine() const;
 
  private:

@@ -24,6 +24,7 @@
 #include "store/metadata_store.h"
 #include "tools/command.h"
 #include "tools/format.h"
+#include "tools/image_view.h"
 #include "tools/local_images.h"
 #include "util/file.h"
 
@@ -57,12 +58,6 @@ std::string Reclaimable(uint64_t reclaimable, uint64_t size) {
   std::string out = HumanSize(static_cast<double>(reclaimable));
   if (size > 0) out += " (" + std::to_string(reclaimable * 100 / size) + "%)";
   return out;
-}
-
-Result<std::unique_ptr<store::ChunkStore>> OpenChunks(const std::string& root) {
-  store::ChunkStoreOptions options;
-  options.dir = root + "/chunks";
-  return store::ChunkStore::Open(options);
 }
 
 }  // namespace
@@ -106,7 +101,7 @@ int RunDf(const GlobalOptions& global, const std::vector<std::string>& args) {
   for (const auto& [digest, size] : indexes) index_bytes += size;
   store::ChunkStoreStats chunks;
   if (PathExists(global.root + "/chunks")) {
-    auto store = OpenChunks(global.root);
+    auto store = OpenChunkStore(global);
     if (!store.ok()) return Fail(store.status());
     chunks = (*store)->Stats();
   }
@@ -239,7 +234,7 @@ int RunPrune(const GlobalOptions& global, const std::vector<std::string>& args) 
       }
     }
     if (PathExists(global.root + "/chunks")) {
-      auto chunks = OpenChunks(global.root);
+      auto chunks = OpenChunkStore(global);
       if (!chunks.ok()) return Fail(chunks.status());
       reclaimed += (*chunks)->Trim(0);
     }

@@ -217,7 +217,7 @@ int RunCat(const GlobalOptions& global, const std::vector<std::string>& args) {
   }
   std::vector<uint8_t> buf(4 << 20);
   for (uint64_t offset = 0; offset < attr->size;) {
-    auto n = view.ReadFile(*ino, offset, buf);
+    auto n = opened->reader->Read(*ino, offset, buf);
     if (!n.ok()) return Fail(n.status().WithContext(image_name + ": " + path));
     if (*n == 0) break;
     for (size_t done = 0; done < *n;) {

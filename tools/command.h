@@ -22,6 +22,7 @@ struct GlobalOptions {
   LogLevel log_level = LogLevel::kWarn;
   std::vector<std::string> insecure_registries;  // --insecure-registry, repeatable
   std::string cert_dir;  // --cert-dir: CA and client certs instead of certs.d/HOST
+  uint64_t cache_size = 10ull << 30;  // --cache-size / $IMAGEFS_CACHE_SIZE: the chunk cache's bound
 };
 
 using CommandFn = int (*)(const GlobalOptions& global, const std::vector<std::string>& args);

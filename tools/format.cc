@@ -1,6 +1,7 @@
 #include "tools/format.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -281,6 +282,39 @@ Result<std::string> RenderRows(const std::string& format, const std::string& def
     header += it->second;
   }
   return TabWrite(header + "\n" + out);
+}
+
+Result<uint64_t> ParseSize(std::string_view text) {
+  auto bad = [&] {
+    return Status::InvalidArgument("invalid size \"" + std::string(text) +
+                                   "\": use a number with an optional unit, e.g. 10g or 512MiB");
+  };
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  if (i == 0) return bad();
+  double number = 0;
+  try {
+    size_t used = 0;
+    number = std::stod(std::string(text.substr(0, i)), &used);
+    if (used != i) return bad();
+  } catch (...) {
+    return bad();
+  }
+  std::string unit;
+  for (char c : text.substr(i)) unit += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (unit.size() > 1 && unit.back() == 'b') unit.pop_back();
+  if (unit.size() > 1 && unit.back() == 'i') unit.pop_back();
+  if (unit == "b") unit.clear();
+  static const std::string kUnits = "kmgtp";
+  double scale = 1;
+  if (!unit.empty()) {
+    size_t u = kUnits.find(unit);
+    if (unit.size() != 1 || u == std::string::npos) return bad();
+    for (size_t k = 0; k <= u; ++k) scale *= 1024;
+  }
+  const double bytes = number * scale;
+  if (bytes < 0 || bytes > 9.0e18) return bad();
+  return static_cast<uint64_t>(bytes);
 }
 
 }  // namespace imagefs::tools

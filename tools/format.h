@@ -42,6 +42,10 @@ using Row = std::map<std::string, std::string>;
 Result<std::string> RenderRows(const std::string& format, const std::string& default_table,
                                const std::map<std::string, std::string>& headers,
                                const std::vector<Row>& rows);
+// A size as docker's flags take it (go-units RAMInBytes): "512", "64k", "10g", "1.5GiB",
+// "20MB" — units are binary (k = 1024), case does not matter, a trailing "b"/"ib" is optional.
+Result<uint64_t> ParseSize(std::string_view text);
+
 // True when the template names the field ("{{.Digest}}").
 bool TemplateUses(const std::string& format, const std::string& field);
 

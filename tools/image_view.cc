@@ -1,10 +1,13 @@
 #include "tools/image_view.h"
 
+#include <algorithm>
+
 #include "index/index_cache.h"
 #include "store/blob_store.h"
 #include "store/metadata_store.h"
 #include "tools/local_images.h"
 #include "util/file.h"
+#include "util/log.h"
 
 namespace imagefs::tools {
 namespace {
@@ -47,7 +50,39 @@ Result<std::optional<OpenedImage>> StoredImage(const GlobalOptions& global,
   return std::optional<OpenedImage>(std::move(out));
 }
 
+// Counts the bytes a registry blob source delivers (for `imagefs mounts`).
+class CountingBlobSource final : public fetch::BlobSource {
+ public:
+  CountingBlobSource(std::unique_ptr<fetch::BlobSource> inner,
+                     std::shared_ptr<std::atomic<uint64_t>> counter)
+      : inner_(std::move(inner)), counter_(std::move(counter)) {}
+  uint64_t Size() const override { return inner_->Size(); }
+  Result<size_t> ReadAt(uint64_t offset, std::span<uint8_t> out) override {
+    ASSIGN_OR_RETURN(size_t n, inner_->ReadAt(offset, out));
+    *counter_ += n;
+    return n;
+  }
+  Status ReadRanges(std::span<const fetch::ByteRange> ranges,
+                    std::span<const std::span<uint8_t>> outs) override {
+    RETURN_IF_ERROR(inner_->ReadRanges(ranges, outs));
+    for (const fetch::ByteRange& r : ranges) *counter_ += r.length;
+    return Status::Ok();
+  }
+  std::string Describe() const override { return inner_->Describe(); }
+
+ private:
+  std::unique_ptr<fetch::BlobSource> inner_;
+  std::shared_ptr<std::atomic<uint64_t>> counter_;
+};
+
 }  // namespace
+
+Result<std::unique_ptr<store::ChunkStore>> OpenChunkStore(const GlobalOptions& global) {
+  store::ChunkStoreOptions options;
+  options.dir = global.root + "/chunks";
+  options.capacity_bytes = global.cache_size;
+  return store::ChunkStore::Open(options);
+}
 
 Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& name,
                                 const std::string& platform) {
@@ -70,8 +105,11 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
     ASSIGN_OR_RETURN(out.opened, OpenImage(global, name, platform));
   }
   std::vector<index::ViewLayer> layers;
+  std::vector<bool> remote;  // per layer: read from the registry (so worth caching)
+  const bool from_registry = out.opened.ref.transport == fetch::Transport::kDocker;
   for (const fetch::Descriptor& desc : out.opened.image.parsed.layers) {
     std::unique_ptr<fetch::BlobSource> source;
+    remote.push_back(false);
     if (blobs) {
       auto digest = Digest::Parse(desc.digest);
       if (digest.ok() && PathExists(blobs->PathOf(*digest))) {
@@ -82,11 +120,22 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
     if (!source) {
       if (!out.opened.source) return Status::Internal("stored layer " + desc.digest + " vanished");
       ASSIGN_OR_RETURN(source, out.opened.source->OpenBlob(desc));
+      remote.back() = from_registry;
+      if (from_registry) source = std::make_unique<CountingBlobSource>(std::move(source), out.fetched_bytes);
     }
     ASSIGN_OR_RETURN(auto layer_index, index::OpenLayerIndex(*source, desc, cache.get()));
     layers.push_back({std::move(source), std::move(layer_index)});
   }
   ASSIGN_OR_RETURN(out.view, index::MergedView::Build(std::move(layers)));
+  if (std::find(remote.begin(), remote.end(), true) != remote.end()) {
+    auto chunks = OpenChunkStore(global);
+    if (chunks.ok()) {
+      out.chunks = std::move(*chunks);
+    } else {
+      LOG(kWarn) << "chunk cache: " << chunks.status().message() << " (reads are served uncached)";
+    }
+  }
+  out.reader = std::make_unique<store::CachedFileReader>(*out.view, out.chunks.get(), remote);
   return out;
 }
 

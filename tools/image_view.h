@@ -3,21 +3,36 @@
 // An image's merged root filesystem, opened for the commands that read it without a mount
 // (ls, cat; later diff). An image `pull` stored whole is read from the store without asking
 // the registry (so it works offline); otherwise the manifest comes from the source and each
-// layer from the blob store when it is there, else from the source by range reads; layer indexes that had to be
-// built (plain gzip / zstd / tar layers) are cached under --root/indexes.
+// layer from the blob store when it is there, else from the source by range reads; layer
+// indexes that had to be built (plain gzip / zstd / tar layers) are cached under
+// --root/indexes. File bytes of layers read from a registry go through the chunk cache
+// (store/cached_reader.h): read once, kept, shared with every image holding the same bytes.
 
+#include <atomic>
 #include <memory>
 #include <string>
 
 #include "index/merged_view.h"
+#include "store/cached_reader.h"
+#include "store/chunk_store.h"
 #include "tools/command.h"
 
 namespace imagefs::tools {
 
+// Members are destroyed bottom up: the reader (which flushes its pending stores) before
+// the chunk store and the view it borrows.
 struct ImageView {
   OpenedImage opened;
   std::unique_ptr<index::MergedView> view;
+  std::unique_ptr<store::ChunkStore> chunks;       // --root/chunks; null if it can't open
+  std::unique_ptr<store::CachedFileReader> reader;  // reads files; registry layers via chunks
+  // Bytes read from the registry through the layers' sources since the view was opened
+  // (the indexes' footers and TOCs included).
+  std::shared_ptr<std::atomic<uint64_t>> fetched_bytes = std::make_shared<std::atomic<uint64_t>>(0);
 };
+
+// The chunk cache under --root/chunks, bounded by --cache-size.
+Result<std::unique_ptr<store::ChunkStore>> OpenChunkStore(const GlobalOptions& global);
 
 Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& name,
                                 const std::string& platform);

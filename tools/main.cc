@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tools/command.h"
+#include "tools/format.h"
 #include "util/file.h"
 
 namespace imagefs::tools {
@@ -70,7 +71,8 @@ size_t EditDistance(std::string_view a, std::string_view b) {
 
 void PrintUsage(FILE* out) {
   std::fprintf(out,
-               "Usage: imagefs [--root DIR] [--log-level LEVEL] [--insecure-registry HOST] [--cert-dir DIR] "
+               "Usage: imagefs [--root DIR] [--log-level LEVEL] [--cache-size SIZE] [--insecure-registry HOST] "
+               "[--cert-dir DIR] "
                "COMMAND [ARG...]\n\n"
                "A lazy-pulling container image filesystem.\n\nCommands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
@@ -106,6 +108,11 @@ std::string DefaultRoot() {
 int Main(int argc, char** argv) {
   GlobalOptions global;
   global.root = DefaultRoot();
+  if (std::string env = GetEnv("IMAGEFS_CACHE_SIZE"); !env.empty()) {
+    auto size = ParseSize(env);
+    if (!size.ok()) return Fail(size.status().WithContext("IMAGEFS_CACHE_SIZE"));
+    global.cache_size = *size;
+  }
   std::vector<std::string> args(argv + 1, argv + argc);
   size_t i = 0;
   auto value_of = [&](const std::string& flag, std::string* out) -> bool {
@@ -136,6 +143,10 @@ int Main(int argc, char** argv) {
       auto level = ParseLogLevel(v);
       if (!level.ok()) return Fail(level.status());
       global.log_level = *level;
+    } else if (value_of("--cache-size", &v)) {
+      auto size = ParseSize(v);
+      if (!size.ok()) return Fail(size.status().WithContext("--cache-size"));
+      global.cache_size = *size;
     } else if (value_of("--cert-dir", &v)) {
       global.cert_dir = v;
     } else if (value_of("--insecure-registry", &v)) {

@@ -341,5 +341,80 @@ TEST_F(LsCatTest, CatOfASmallFileFromASeekableLayerFetchesUnderOnePercent) {
   }
 }
 
+// The chunk cache: a file read from a registry is kept under --root/chunks by the sha256
+// of its bytes, so reading it again, or reading the same file of the image's converted
+// twin (imagefs convert chunks files on the same 4 MiB grid), costs the registry nothing
+// but the twin's TOC, and the cache does not grow.
+TEST_F(LsCatTest, CatFillsTheChunkCacheAndTheConvertedTwinSharesIt) {
+  const Variant& gzip = Find("busybox", "gzip");
+  const Variant& twin = Find("busybox", "imagefs zstd-chunked");
+  // The largest file of the image.
+  std::string path;
+  uintmax_t largest = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(gzip.oracle)) {
+    if (e.is_regular_file() && !e.is_symlink() && e.file_size() > largest) {
+      largest = e.file_size();
+      path = e.path().string().substr(gzip.oracle.size());
+    }
+  }
+  ASSERT_GT(largest, 100000u);
+  const std::string expected = *ReadFile(gzip.oracle + path);
+  auto cache_line = [&] {
+    ProcessResult df = Imagefs({"df"});
+    EXPECT_EQ(df.exit_code, 0) << df.Describe();
+    for (const std::string& line : Lines(df.stdout_text)) {
+      if (line.rfind("Chunk Cache", 0) == 0) return line;
+    }
+    return std::string("no Chunk Cache row");
+  };
+
+  ProcessResult first = Imagefs({"cat", gzip.ref, path});
+  ASSERT_EQ(first.exit_code, 0) << first.Describe();
+  EXPECT_EQ(first.stdout_text, expected);
+  const std::string filled = cache_line();
+  std::istringstream fields(filled);
+  std::string chunk, cache, total;
+  fields >> chunk >> cache >> total;
+  EXPECT_NE(total, "0") << filled;
+
+  registry_->SettledBytesSent();
+  registry_->ResetCounters();
+  ProcessResult again = Imagefs({"cat", twin.ref, path});
+  ASSERT_EQ(again.exit_code, 0) << again.Describe();
+  EXPECT_EQ(again.stdout_text, expected);
+  const uint64_t sent = registry_->SettledBytesSent();
+  EXPECT_LT(sent, largest / 4) << "the twin's read of a " << largest << "-byte file sent " << sent;
+  EXPECT_EQ(cache_line(), filled);
+  std::printf("%s: %ju-byte file, served from the chunk cache the gzip image filled; registry "
+              "sent %llu bytes (manifest, config, TOC)\n",
+              twin.ref.c_str(), largest, static_cast<unsigned long long>(sent));
+}
+
+// --cache-size bounds the chunk cache (least recently used chunks go first); a bad size is
+// one line and exit 1.
+TEST_F(LsCatTest, CacheSizeBoundsTheChunkCache) {
+  const Variant& v = Find("busybox", "imagefs estargz");
+  // A bound below any chunk: each is evicted as soon as it is committed (the read is still
+  // served). df (default bound) then sees an empty cache.
+  ProcessResult cat = Imagefs({"--cache-size", "1", "cat", v.ref, "/etc/passwd"});
+  ASSERT_EQ(cat.exit_code, 0) << cat.Describe();
+  EXPECT_NE(cat.stdout_text.find("root:"), std::string::npos);
+  ProcessResult df = Imagefs({"df"});
+  ASSERT_EQ(df.exit_code, 0) << df.Describe();
+  std::string row;
+  for (const std::string& line : Lines(df.stdout_text)) {
+    if (line.rfind("Chunk Cache", 0) == 0) row = line;
+  }
+  std::istringstream fields(row);
+  std::string chunk, cache, total, active, size;
+  fields >> chunk >> cache >> total >> active >> size;
+  EXPECT_EQ(total, "0") << df.stdout_text;
+
+  ProcessResult bad = Imagefs({"--cache-size", "lots", "df"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(LineCount(bad.stderr_text), 1) << bad.stderr_text;
+  EXPECT_NE(bad.stderr_text.find("--cache-size"), std::string::npos) << bad.stderr_text;
+}
+
 }  // namespace
 }  // namespace imagefs::testing

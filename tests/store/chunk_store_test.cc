@@ -133,8 +133,14 @@ TEST_P(ChunkStoreTest, ReopenKeepsChunksAndDropsUnfinishedWrites) {
     auto s = Open();
     ASSERT_TRUE(s->Put(D(a), Span(a)).ok());
   }
-  // What a writer killed mid-chunk leaves behind: a partial file in wip/.
-  ASSERT_TRUE(WriteFileAtomic(dir_ + "/wip/" + D(Bytes(10, 32)).hex() + ".1.0", Bytes(5, 33)).ok());
+  // What a writer killed mid-chunk leaves behind: a partial file in wip/, named with the
+  // pid of a process that is gone.
+  pid_t dead = ::fork();
+  ASSERT_GE(dead, 0);
+  if (dead == 0) ::_exit(0);
+  ASSERT_EQ(::waitpid(dead, nullptr, 0), dead);
+  ASSERT_TRUE(WriteFileAtomic(dir_ + "/wip/" + D(Bytes(10, 32)).hex() + "." + std::to_string(dead) + ".0",
+                              Bytes(5, 33)).ok());
   EXPECT_EQ(WipFiles(), 1);
   auto s = Open();
   EXPECT_EQ(WipFiles(), 0);
