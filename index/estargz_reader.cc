@@ -551,6 +551,12 @@ Result<std::unique_ptr<FlatLayerIndex>> TryOpenEstargz(
   };
   auto index = builder.Finish(map, LayerFormat::kEstargz, size, layer_digest, nullptr);
   if (!index.ok()) return corrupt(index.status().message());
+  // Files before ".prefetch.landmark" are the prefetch set (stargz-snapshotter's rule).
+  for (const TocFile& f : files) {
+    if (f.path == estargz::kPrefetchLandmark && !f.chunks.empty()) {
+      (*index)->set_prefetch_end(f.chunks.front().offset);
+    }
+  }
   return std::move(*index);
 }
 

@@ -81,6 +81,9 @@ class FlatLayerIndex final : public LayerIndex {
   const GzipCheckpointIndex* gzip_checkpoints() const override { return checkpoints_.get(); }
   size_t MemoryUsage() const override;
 
+  uint64_t prefetch_end() const override { return prefetch_end_; }
+  void set_prefetch_end(uint64_t end) { prefetch_end_ = end; }
+
   LayerFormat format() const { return format_; }
   uint64_t blob_size() const { return blob_size_; }
 
@@ -99,6 +102,7 @@ class FlatLayerIndex final : public LayerIndex {
 
   LayerFormat format_ = LayerFormat::kTar;
   uint64_t blob_size_ = 0;
+  uint64_t prefetch_end_ = 0;
   std::string layer_digest_;
   std::vector<Node> nodes_;
   std::vector<Dirent> dirents_;

@@ -130,6 +130,10 @@ class LayerIndex {
   virtual NodeId NodeCount() const = 0;
   // "sha256:..." of the layer blob, for error messages; may be empty.
   virtual const std::string& layer_digest() const = 0;
+  // The blob offset below which the layer holds its prefetch files (eStargz's
+  // ".prefetch.landmark", imagefs's zstd:chunked imagefsPrefetchEndOffset): a file whose
+  // chunks all end at or below it is to be fetched first at mount. 0: no prefetch set.
+  virtual uint64_t prefetch_end() const { return 0; }
   // Restart points for Codec::kGzipCheckpoint chunks; null for other formats.
   virtual const GzipCheckpointIndex* gzip_checkpoints() const { return nullptr; }
   // Heap bytes held by the index (for budgets and benchmarks).

@@ -493,6 +493,11 @@ Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t 
   };
   auto index = builder.Finish(map, LayerFormat::kZstdChunked, size_, layer_digest_, nullptr);
   if (!index.ok()) return index.status().WithContext("layer " + name_ + ": zstd:chunked TOC");
+  // imagefs convert's prefetch boundary (docs/formats.md); other writers have none.
+  auto end = toc.find(std::string(zc::kPrefetchEndKey));
+  if (end != toc.end() && end->is_number_unsigned() && end->get<uint64_t>() <= size_) {
+    (*index)->set_prefetch_end(end->get<uint64_t>());
+  }
   return std::move(*index);
 }
 

@@ -81,7 +81,48 @@ Result<std::vector<CachedFileReader::ContentChunk>> CachedFileReader::ChunksOf(
   return out;
 }
 
+bool CachedFileReader::IsCached(index::Ino ino) {
+  auto origin = view_.OriginOf(ino);
+  auto attr = view_.Attr(ino);
+  if (!origin.ok() || !attr.ok() || store_ == nullptr ||
+      (origin->layer < cache_layer_.size() && !cache_layer_[origin->layer])) {
+    return false;
+  }
+  auto chunks = ChunksOf(*origin, attr->size);
+  if (!chunks.ok()) return false;
+  for (const ContentChunk& c : *chunks) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (pending_.count(KeyOf(c.digest, c.alias_key)) != 0) continue;
+    }
+    if (c.digest.empty()) {
+      if (!store_->LookupAlias(c.alias_key).ok()) return false;
+    } else if (!store_->Contains(c.digest)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void CachedFileReader::RecordReadOrder() {
+  std::lock_guard<std::mutex> lock(mu_);
+  recording_ = true;
+  seen_.assign(view_.InodeCount() + 1, false);
+}
+
+std::vector<index::Ino> CachedFileReader::ReadOrder() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return read_order_;
+}
+
 Result<size_t> CachedFileReader::Read(index::Ino ino, uint64_t offset, std::span<uint8_t> out) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (recording_ && ino < seen_.size() && !seen_[ino]) {
+      seen_[ino] = true;
+      read_order_.push_back(ino);
+    }
+  }
   ASSIGN_OR_RETURN(index::MergedView::Origin origin, view_.OriginOf(ino));
   const bool cached = store_ != nullptr &&
                       (origin.layer >= cache_layer_.size() || cache_layer_[origin.layer]);

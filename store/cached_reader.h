@@ -66,9 +66,17 @@ class CachedFileReader {
 
   // As MergedView::ReadFile: up to out.size() bytes at offset, short only at the end.
   Result<size_t> Read(index::Ino ino, uint64_t offset, std::span<uint8_t> out);
+  // Whether every byte of the file would be served without reading its layer (all its
+  // chunks stored or pending). False for layers left out of the cache.
+  bool IsCached(index::Ino ino);
   // Waits until every chunk read so far has been stored (or failed to be).
   void Flush();
   CachedReadStats Stats() const;
+
+  // Remembers the order in which files are first read (for --record-profile): every file
+  // read through Read, cached or not, once.
+  void RecordReadOrder();
+  std::vector<index::Ino> ReadOrder() const;
 
  private:
   struct ContentChunk {
@@ -108,6 +116,9 @@ class CachedFileReader {
   bool stop_ = false;
   bool warned_ = false;
   CachedReadStats stats_;
+  bool recording_ = false;
+  std::vector<index::Ino> read_order_;
+  std::vector<bool> seen_;  // by inode, while recording
   std::thread writer_;
 };
 

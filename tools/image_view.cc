@@ -84,8 +84,15 @@ Result<std::unique_ptr<store::ChunkStore>> OpenChunkStore(const GlobalOptions& g
   return store::ChunkStore::Open(options);
 }
 
+Result<PullPolicy> ParsePullPolicy(const std::string& text) {
+  if (text == "missing") return PullPolicy::kMissing;
+  if (text == "always") return PullPolicy::kAlways;
+  if (text == "never") return PullPolicy::kNever;
+  return Status::InvalidArgument("invalid --pull \"" + text + "\": use missing, always or never");
+}
+
 Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& name,
-                                const std::string& platform) {
+                                const std::string& platform, PullPolicy policy) {
   ImageView out;
   std::unique_ptr<index::IndexCache> cache =
       index::MakeDirectoryIndexCache(global.root + "/indexes");
@@ -96,8 +103,12 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
     if (opened.ok()) blobs = std::move(*opened);
   }
   std::optional<OpenedImage> stored;
-  if (blobs && platform.empty()) {
+  if (blobs && platform.empty() && policy != PullPolicy::kAlways) {
     ASSIGN_OR_RETURN(stored, StoredImage(global, name, *blobs));
+  }
+  if (!stored && policy == PullPolicy::kNever) {
+    return Status::NotFound("no such image: " + name + " (imagefs pull " + name +
+                            " first, or use --pull missing)");
   }
   if (stored) {
     out.opened = std::move(*stored);
@@ -110,6 +121,7 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
   for (const fetch::Descriptor& desc : out.opened.image.parsed.layers) {
     std::unique_ptr<fetch::BlobSource> source;
     remote.push_back(false);
+    out.preloaders.push_back(nullptr);
     if (blobs) {
       auto digest = Digest::Parse(desc.digest);
       if (digest.ok() && PathExists(blobs->PathOf(*digest))) {
@@ -121,7 +133,12 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
       if (!out.opened.source) return Status::Internal("stored layer " + desc.digest + " vanished");
       ASSIGN_OR_RETURN(source, out.opened.source->OpenBlob(desc));
       remote.back() = from_registry;
-      if (from_registry) source = std::make_unique<CountingBlobSource>(std::move(source), out.fetched_bytes);
+      if (from_registry) {
+        source = std::make_unique<CountingBlobSource>(std::move(source), out.fetched_bytes);
+        auto preload = std::make_unique<fetch::PreloadBlobSource>(std::move(source));
+        out.preloaders.back() = preload.get();
+        source = std::move(preload);
+      }
     }
     ASSIGN_OR_RETURN(auto layer_index, index::OpenLayerIndex(*source, desc, cache.get()));
     layers.push_back({std::move(source), std::move(layer_index)});

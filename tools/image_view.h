@@ -11,7 +11,9 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "fetch/preload_source.h"
 #include "index/merged_view.h"
 #include "store/cached_reader.h"
 #include "store/chunk_store.h"
@@ -29,12 +31,24 @@ struct ImageView {
   // Bytes read from the registry through the layers' sources since the view was opened
   // (the indexes' footers and TOCs included).
   std::shared_ptr<std::atomic<uint64_t>> fetched_bytes = std::make_shared<std::atomic<uint64_t>>(0);
+  // Per layer, bottom first: the registry layer's source, able to fetch a window ahead for
+  // prefetch (store/prefetch.h); null for layers read from local files.
+  std::vector<fetch::PreloadBlobSource*> preloaders;
 };
 
 // The chunk cache under --root/chunks, bounded by --cache-size.
 Result<std::unique_ptr<store::ChunkStore>> OpenChunkStore(const GlobalOptions& global);
 
+// Which copy of an image to use, as docker run's --pull: kMissing uses a stored (pulled)
+// image without asking the registry, else the registry's; kAlways asks the registry even
+// when the image is stored (its stored layers are still read locally); kNever uses only
+// a stored image and fails when there is none.
+enum class PullPolicy { kMissing, kAlways, kNever };
+// "missing", "always", "never" (docker's words).
+Result<PullPolicy> ParsePullPolicy(const std::string& text);
+
 Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& name,
-                                const std::string& platform);
+                                const std::string& platform,
+                                PullPolicy policy = PullPolicy::kMissing);
 
 }  // namespace imagefs::tools
