@@ -354,6 +354,14 @@ class ImageWalker {
 };
 
 Result<bool> ImageWalker::Differs(Ino a, const NodeAttr& aa, Ino b, const NodeAttr& ba) {
+  // The same entry of the same layer blob (images sharing base layers): nothing to compare.
+  ASSIGN_OR_RETURN(MergedView::Origin ao, from_.OriginOf(a));
+  ASSIGN_OR_RETURN(MergedView::Origin bo, to_.OriginOf(b));
+  const std::string& a_layer = from_.layers()[ao.layer].index->layer_digest();
+  if (!a_layer.empty() && ao.node == bo.node &&
+      a_layer == to_.layers()[bo.layer].index->layer_digest()) {
+    return false;
+  }
   if (!SameMeta(aa, ba)) return true;
   if (ViewXattr(from_, a, kCapability) != ViewXattr(to_, b, kCapability)) return true;
   if (S_ISLNK(aa.mode)) {

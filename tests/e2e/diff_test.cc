@@ -251,6 +251,21 @@ TEST_F(DiffTest, TwoImages) {
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.stdout_text, "");
 
+  // Two seekable conversions of one tree (other layer blobs): their chunk digests tell
+  // that the files are equal, without fetching them (data/big.bin alone is 20 MiB).
+  const std::string estargz = registry_->host() + "/t/busybox:estargz";
+  r = Imagefs({"convert", "--format", "estargz", "oci:" + *image, "docker://" + estargz});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  registry_->SettledBytesSent();
+  registry_->ResetCounters();
+  r = Imagefs({"diff", twin, estargz});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.stdout_text, "");
+  const uint64_t sent = registry_->SettledBytesSent();
+  EXPECT_LT(sent, 2u << 20) << "diff of two 20 MiB images sent " << sent << " bytes";
+  std::printf("diff zstd:chunked vs estargz sent %llu bytes\n",
+              static_cast<unsigned long long>(sent));
+
   // The multiarch image's two platforms differ in /arch only.
   auto multi = TestImage("multiarch");
   ASSERT_TRUE(multi.ok());

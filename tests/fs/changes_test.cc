@@ -17,6 +17,7 @@
 
 #include "index/layer_index.h"
 #include "tests/index/index_test_util.h"
+#include "tests/testing/fake_blob_source.h"
 #include "util/file.h"
 #include "util/unique_fd.h"
 
@@ -33,15 +34,21 @@ constexpr int64_t kTime = 1700000000;  // every tar entry's mtime
 const std::string kCap("\x01\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
                        "\x00\x00\x00\x00", 20);
 
-Result<std::unique_ptr<index::MergedView>> BuildView(const std::string& dir,
-                                                     const std::vector<std::string>& tars) {
+// Layers from tars (bottom first), each blob named "sha256:<prefix><i>" unless `digests`
+// names them; `fakes` (when given) gets each layer's FakeBlobSource to count its reads.
+Result<std::unique_ptr<index::MergedView>> BuildView(
+    const std::vector<std::string>& tars, const std::string& prefix = "layer",
+    const std::vector<std::string>& digests = {},
+    std::vector<testing::FakeBlobSource*>* fakes = nullptr) {
   std::vector<index::ViewLayer> layers;
   for (size_t i = 0; i < tars.size(); ++i) {
-    std::string path = dir + "/layer" + std::to_string(i) + ".tar";
-    RETURN_IF_ERROR(WriteFileAtomic(path, tars[i] + index::test::EndOfArchive()));
-    ASSIGN_OR_RETURN(auto source, fetch::OpenFileBlobSource(path));
-    ASSIGN_OR_RETURN(auto idx, index::OpenLayerIndex(*source, "application/vnd.oci.image.layer.v1.tar",
-                                                     "sha256:layer" + std::to_string(i), nullptr));
+    auto source = std::make_unique<testing::FakeBlobSource>(tars[i] + index::test::EndOfArchive());
+    const std::string digest =
+        i < digests.size() ? digests[i] : "sha256:" + prefix + std::to_string(i);
+    ASSIGN_OR_RETURN(auto idx, index::OpenLayerIndex(
+                                   *source, "application/vnd.oci.image.layer.v1.tar", digest,
+                                   nullptr));
+    if (fakes != nullptr) fakes->push_back(source.get());
     layers.push_back({std::move(source), std::move(idx)});
   }
   return index::MergedView::Build(std::move(layers));
@@ -55,7 +62,7 @@ class ChangesTest : public ::testing::Test {
     dir_ = *d;
     upper_ = dir_ + "/upper";
     ASSERT_EQ(::mkdir(upper_.c_str(), 0755), 0);
-    auto view = BuildView(dir_, {
+    auto view = BuildView({
         Dir("bin/") + File("bin/tool", "tool bytes", 0755) +
             Entry("bin/sh", '2', "", 0777, "tool") + Dir("etc/") + File("etc/passwd", "root\n") +
             File("etc/hosts", "hosts\n") + Dir("data/") + File("data/a.txt", "aaaa") +
@@ -261,8 +268,7 @@ TEST_F(ChangesTest, RedirectDirAndMetacopyUpperDirsAreRefused) {
 
 // Image against image: the second tree plays the upper dir, without markers.
 TEST_F(ChangesTest, ImageChangesFollowTheSameRules) {
-  ASSERT_TRUE(MakeDirs(dir_ + "/to").ok());
-  auto to = BuildView(dir_ + "/to", {
+  auto to = BuildView({
       Dir("bin/") + File("bin/tool", "tool bytes", 0755) +
           Entry("bin/sh", '2', "", 0777, "tool") + Dir("etc/") + File("etc/passwd", "root\n") +
           Dir("data/") + File("data/a.txt", "aaab") + Dir("usr/") + Dir("usr/share/") +
@@ -270,7 +276,7 @@ TEST_F(ChangesTest, ImageChangesFollowTheSameRules) {
           File("usr/share/nginx/html/index.html", "old page\n") + Dir("opq/") +
           File("opq/y", "y") + File("opq/z", "z") + Dir("f2d/") + File("f2d/child", "c") +
           File("d2f", "file"),
-  });
+  }, "to-layer");
   ASSERT_TRUE(to.ok()) << to.status().message();
   auto changes = ComputeImageChanges(*view_, **to);
   ASSERT_TRUE(changes.ok()) << changes.status().message();
@@ -280,6 +286,26 @@ TEST_F(ChangesTest, ImageChangesFollowTheSameRules) {
   auto same = ComputeImageChanges(*view_, *view_);
   ASSERT_TRUE(same.ok());
   EXPECT_EQ(FormatChanges(*same), "");
+}
+
+// Images sharing a base layer: its files are the same entries of the same blob, and are
+// not read to be compared. Files of different blobs without chunk digests are read.
+TEST_F(ChangesTest, ImageChangesReadNoFileOfASharedLayer) {
+  const std::string base = Dir("data/") + File("data/big", index::test::RandomBytes(200000, 3)) +
+                           File("data/same", "same");
+  std::vector<testing::FakeBlobSource*> a_fakes, b_fakes;
+  auto a = BuildView({base, Dir("data/") + File("data/other", "one")}, "",
+                     {"sha256:base", "sha256:a"}, &a_fakes);
+  auto b = BuildView({base, Dir("data/") + File("data/other", "two")}, "",
+                     {"sha256:base", "sha256:b"}, &b_fakes);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (auto* f : a_fakes) f->ResetCounters();
+  for (auto* f : b_fakes) f->ResetCounters();
+  auto changes = ComputeImageChanges(**a, **b);
+  ASSERT_TRUE(changes.ok()) << changes.status().message();
+  EXPECT_EQ(FormatChanges(*changes), "C /data\nC /data/other\n");
+  EXPECT_EQ(a_fakes[0]->bytes_served() + b_fakes[0]->bytes_served(), 0u);
+  EXPECT_GT(a_fakes[1]->bytes_served(), 0u);  // "one" and "two" compared byte by byte
 }
 
 }  // namespace
