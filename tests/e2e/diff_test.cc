@@ -11,6 +11,7 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -227,15 +228,30 @@ TEST_F(DiffTest, UsageErrorsPrintOneLine) {
   EXPECT_EQ(LineCount(r.stderr_text), 1) << r.stderr_text;
 }
 
-TEST_F(DiffTest, ReadOnlyMountHasNoChanges) {
+TEST_F(DiffTest, MountIsFoundInTheMountTable) {
   auto d = MakeTempDir(*dir_, "mnt-");
   ASSERT_TRUE(d.ok());
   ScopedUnmount guard(*d);
   ProcessResult r = Imagefs({"mount", "--read-only", *busybox_, *d});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
-  r = Imagefs({"diff", *d});
+  r = Imagefs({"diff", *d});  // read-only: no upper dir, nothing changed
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.stdout_text, "");
+
+  // A record naming an upper dir, as writable mounts will write it: diff reads that dir
+  // against the image the mount serves.
+  const std::string upper = RunInOverlay("rm $M/etc/group");
+  std::string record_path;
+  for (const auto& e : std::filesystem::directory_iterator(root_ + "/mounts")) {
+    record_path = e.path().string();
+  }
+  ASSERT_NE(record_path, "");
+  Json record = Json::parse(*ReadFile(record_path));
+  record["upper"] = upper;
+  ASSERT_TRUE(WriteFileAtomic(record_path, record.dump()).ok());
+  r = Imagefs({"diff", *d + "/"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.stdout_text, "C /etc\nD /etc/group\n");
   EXPECT_EQ(Imagefs({"umount", *d}).exit_code, 0);
 }
 
