@@ -200,16 +200,22 @@ TEST_F(DiffTest, CopiedUpButUnchangedFilesAreNoChange) {
   EXPECT_EQ(r.stdout_text, "");
 }
 
-TEST_F(DiffTest, RedirectDirUpperIsRefusedWithOneLine) {
-  if (!PathExists("/sys/module/overlay/parameters/redirect_dir")) GTEST_SKIP();
-  const std::string upper =
-      RunInOverlay("mv $M/data/olddir $M/data/moved", ",redirect_dir=on");
-  ProcessResult r = Imagefs({"diff", "--image", *busybox_, upper});
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.stdout_text, "");
-  EXPECT_EQ(r.stderr_text, "imagefs: " + upper +
-                               ": upper dir uses overlayfs redirect_dir/metacopy, which imagefs "
-                               "diff cannot read (mount overlayfs without redirect_dir/metacopy)\n");
+TEST_F(DiffTest, RedirectDirAndMetacopyUppersAreRefusedWithOneLine) {
+  if (!PathExists("/sys/module/overlay/parameters/metacopy")) GTEST_SKIP();
+  // A renamed lower directory (redirect_dir) and a chown that copies up metadata only.
+  for (const auto& [script, options] :
+       {std::pair<std::string, std::string>{"mv $M/data/olddir $M/data/moved", ",redirect_dir=on"},
+        {"chown 1:1 $M/data/big.bin", ",redirect_dir=on,metacopy=on"}}) {
+    SCOPED_TRACE(options);
+    const std::string upper = RunInOverlay(script, options);
+    ProcessResult r = Imagefs({"diff", "--image", *busybox_, upper});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.stdout_text, "");
+    EXPECT_EQ(r.stderr_text,
+              "imagefs: " + upper +
+                  ": upper dir uses overlayfs redirect_dir/metacopy, which imagefs diff cannot "
+                  "read (mount overlayfs without redirect_dir/metacopy)\n");
+  }
 }
 
 TEST_F(DiffTest, UsageErrorsPrintOneLine) {
