@@ -230,6 +230,15 @@ TEST_F(ChangesTest, FileReplacedByDirectoryAndDirectoryByFileAreChanges) {
   EXPECT_EQ(Lines(), "C /d2f\nC /f2d\nA /f2d/child\n");
 }
 
+TEST_F(ChangesTest, OtherTypeChangesAndSpecialFiles) {
+  MkDir("data");
+  ASSERT_EQ(::symlink("a.txt", U("data/sub").c_str()), 0);    // dir -> symlink
+  ASSERT_EQ(::mkfifo(U("data/a.txt").c_str(), 0644), 0);      // file -> fifo
+  ASSERT_EQ(::mknod(U("data/dev").c_str(), S_IFCHR | 0600, makedev(1, 3)), 0);  // added
+  FixTimes();
+  EXPECT_EQ(Lines(), "C /data\nC /data/a.txt\nA /data/dev\nC /data/sub\n");
+}
+
 TEST_F(ChangesTest, SymlinkTargetChangeIsAChangeAnUnchangedCopyIsNot) {
   MkDir("bin");
   ASSERT_EQ(::symlink("tool", U("bin/sh").c_str()), 0);
