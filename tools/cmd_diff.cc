@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fs/changes.h"
+#include "fs/session.h"
 #include "tools/image_view.h"
 #include "tools/mount_table.h"
 #include "util/file.h"
@@ -139,6 +140,10 @@ int RunDiff(const GlobalOptions& global, const std::vector<std::string>& args) {
     return st.ok() ? 0 : Fail(st);
   }
 
+  if (fs::IsImagefsMount(abs)) {  // its tree is not an upper dir: never walk it as one
+    return Fail(Status::NotFound("diff: " + target + ": an imagefs mount that " + global.root +
+                                 "/mounts does not list (give the --root it was mounted with)"));
+  }
   struct stat st;
   if (::stat(target.c_str(), &st) != 0) return Fail(Status::FromErrno(errno, "diff: " + target));
   if (!S_ISDIR(st.st_mode)) return Fail(Status::FromErrno(ENOTDIR, "diff: " + target));

@@ -258,6 +258,13 @@ TEST_F(DiffTest, MountIsFoundInTheMountTable) {
   r = Imagefs({"diff", *d + "/"});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.stdout_text, "C /etc\nD /etc/group\n");
+  // Another --root has no record of it: refused, not walked as if it were an upper dir.
+  const std::string other_root = root_ + "-other";
+  r = RunImagefs({"--root", other_root, "diff", "--image", *busybox_, *d},
+                 registry_->client_env());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.stderr_text, "imagefs: diff: " + *d + ": an imagefs mount that " + other_root +
+                               "/mounts does not list (give the --root it was mounted with)\n");
   EXPECT_EQ(Imagefs({"umount", *d}).exit_code, 0);
 }
 
