@@ -2,7 +2,8 @@
 // filesystem as `docker diff` prints them ("A PATH", "C PATH", "D PATH", sorted by path).
 //
 //   TARGET a live imagefs mount   its upper dir against its image (a read-only mount has
-//                                 no upper dir: nothing to print)
+//                                 no upper dir: nothing to print; an imagefs mount the
+//                                 table does not list is refused)
 //   TARGET a directory            an upper dir (kernel overlayfs markers) against --image,
 //                                 else against the image named in <TARGET>.work/origin.json
 //                                 ({"image": ..., "manifest_digest": ...}, written by mount)
