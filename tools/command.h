@@ -74,5 +74,6 @@ int RunHistory(const GlobalOptions& global, const std::vector<std::string>& args
 int RunMount(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunMounts(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunUmount(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunDiff(const GlobalOptions& global, const std::vector<std::string>& args);
 
 }  // namespace imagefs::tools

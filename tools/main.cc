@@ -34,6 +34,7 @@ constexpr Command kCommands[] = {
     {"mount", "Mount an image's root filesystem read-only, fetching files lazily", RunMount},
     {"umount", "Unmount an imagefs mount", RunUmount},
     {"mounts", "List live imagefs mounts", RunMounts},
+    {"diff", "Show a mount's or upper dir's changes (or two images'), as docker diff", RunDiff},
     {"convert", "Rewrite an image's layers as seekable layers (zstd:chunked, eStargz)", RunConvert},
     {"images", "List pulled images, as docker images", RunImages},
     {"tag", "Give a pulled image another name", RunTag},

@@ -1,0 +1,84 @@
+#pragma once
+
+// Changes: what an upper dir (kernel overlayfs markers) changes in an image's merged tree,
+// or what one image's merged tree changes in another's, as `docker diff` prints it:
+// one "A PATH", "C PATH" or "D PATH" per change, sorted bytewise by absolute path.
+//
+// Upper dir against its lower tree (ComputeUpperChanges). The rules, per upper entry:
+//   - whiteout (char device 0/0, or a zero-size regular file carrying the xattr
+//     trusted.overlay.whiteout): D when the lower tree has the name (a deleted directory
+//     is one D line, not its children); ignored when nothing is below it.
+//   - no lower entry at the path (or the parent is added, or opaque): A. An added
+//     directory lists itself and everything in it as A.
+//   - a lower entry of another type (file replaced by a dir, dir by a file or symlink...):
+//     C for the path, and every upper entry inside it A.
+//   - a regular file, symlink or special file over one of the same type: C when the
+//     content (size, then bytes; symlink target), mode, uid, gid, rdev, mtime or the
+//     security.capability xattr differ, else nothing: a copied-up but unchanged file is
+//     not a change (docker's overlay2 driver would print C for it). mtimes are equal as
+//     docker's sameFsTime says: same nanoseconds, or same seconds when either side has no
+//     nanoseconds (tar headers carry whole seconds).
+//   - a directory over a directory: C when anything inside changed at any depth, or its
+//     own mode, uid, gid, mtime or security.capability changed; so every directory on the
+//     way to a change is C (docker prints `C /usr` ... `C /usr/share/nginx/html` before
+//     `C /usr/share/nginx/html/index.html`).
+//   - an opaque directory (trusted.overlay.opaque = "y"; "x" only says it holds
+//     whiteouts) over a lower directory: C; every lower child that the upper dir does not
+//     re-create is D; every upper child is A, re-created names included (as docker's
+//     archive diff treats an opaque directory's lower children as deleted).
+// Other xattrs are not compared (docker compares only security.capability), and
+// overlayfs's own (trusted.overlay.*, user.overlay.*: origin, impure, nlink, uuid...) are
+// never changes. An upper dir written with redirect_dir (trusted.overlay.redirect) or
+// metacopy (trusted.overlay.metacopy) cannot be read without the lower layers' file
+// handles: it is refused with kUnsupported, never answered with a partial result.
+//
+// Image against image (ComputeImageChanges): the same rules with the second image's
+// tree as the upper tree, without markers: names only in the first are D, only in the
+// second A. Regular files are compared by attributes and size first, then by chunk
+// digests where both indexes have comparable ones (no fetch at all), then bytes.
+//
+// The upper dir is read through a dirfd with *at() calls that never follow symlinks; the
+// output paths are built from names, so the walk does not depend on where the upper dir
+// lives. Not thread-safe per call; calls on different upper dirs may run concurrently.
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "index/merged_view.h"
+#include "util/status.h"
+
+namespace imagefs::fs {
+
+struct Change {
+  enum Kind { kAdded, kChanged, kDeleted };
+  Kind kind = kAdded;
+  std::string path;  // absolute: "/etc/passwd"
+  // Upper dir: the path of the upper entry relative to the upper dir ("etc/passwd"), or
+  // "" for a kDeleted that has no upper entry (a lower child of an opaque directory).
+  // A kDeleted with an entry points at its whiteout. Image diffs leave it "".
+  std::string upper_rel;
+  bool opaque = false;  // a directory that hides its lower contents (an opaque upper dir)
+  uint32_t mode = 0;    // st_mode of the new entry (0 for kDeleted)
+};
+
+// 'A', 'C' or 'D'.
+char KindLetter(Change::Kind kind);
+// "A /path\n" per change.
+std::string FormatChanges(const std::vector<Change>& changes);
+
+struct UpperOptions {
+  // How error messages name the upper dir ("imagefs: <display>: ...").
+  std::string display_path;
+};
+
+// The changes an upper dir (an open directory fd; borrowed) makes to `lower`, sorted by
+// path. kUnsupported for redirect_dir / metacopy upper dirs.
+Result<std::vector<Change>> ComputeUpperChanges(int upper_dirfd, const index::MergedView& lower,
+                                                const UpperOptions& options = {});
+
+// The changes that turn `from` into `to`, sorted by path.
+Result<std::vector<Change>> ComputeImageChanges(const index::MergedView& from,
+                                                const index::MergedView& to);
+
+}  // namespace imagefs::fs
