@@ -270,9 +270,15 @@ Result<Filesystem::Node*> Filesystem::NodeForUpper(Node* dir, std::string_view n
   const std::pair<dev_t, ino_t> key{st.st_dev, st.st_ino};
   Ino known = 0;
   Node* n = nullptr;
+  bool taken = false;  // the number is held by a node the lower tree serves (a hard link)
   if (auto it = upper_inos_.find(key); it != upper_inos_.end()) {
     known = it->second;
     n = Find(known);
+    if (n != nullptr && !n->upper.valid()) {
+      n = nullptr;
+      known = 0;
+      taken = true;
+    }
   }
   if (n == nullptr) {
     // Not in the table: a number this mount gave the upper inode before stays; else a
@@ -290,11 +296,14 @@ Result<Filesystem::Node*> Filesystem::NodeForUpper(Node* dir, std::string_view n
         if (same_kind && S_ISDIR(st.st_mode) && HasOpaqueXattr(dir->upper.get(), name)) {
           same_kind = false;
         }
-        const Node* existing = Find(*l);
-        if (same_kind && (existing == nullptr || !existing->upper.valid())) ino = lower = *l;
+        if (same_kind) {
+          lower = *l;
+          if (!taken && Find(*l) == nullptr) ino = *l;
+        }
       }
     }
     if (ino == 0) ino = next_ino_++;
+    if (!S_ISDIR(st.st_mode) && ino != lower) lower = 0;
     n = Find(ino);
     if (n == nullptr) {
       auto owned = std::make_unique<Node>();
@@ -328,7 +337,28 @@ Result<Filesystem::Node*> Filesystem::ResolveChild(Node* dir, std::string_view n
   }
   if (dir->lower == 0) return Status::FromErrno(ENOENT, std::string(name));
   ASSIGN_OR_RETURN(Ino lower, view_.Lookup(dir->lower, name));
-  return NodeForLower(lower, dir->ino, name);
+  Node* n = Find(lower);
+  if (n == nullptr || !n->upper.valid()) return NodeForLower(lower, dir->ino, name);
+  // The lower node was copied up through another of its names: as in overlayfs, the copy
+  // breaks the hard link, and this name still shows the lower file, as its own node.
+  Ino alias = 0;
+  if (auto it = lower_aliases_.find(lower); it != lower_aliases_.end()) {
+    Node* a = Find(it->second);
+    if (a == nullptr || !a->upper.valid()) alias = it->second;
+  }
+  if (alias == 0) alias = lower_aliases_[lower] = next_ino_++;
+  Node* a = Find(alias);
+  if (a == nullptr) {
+    auto owned = std::make_unique<Node>();
+    owned->ino = alias;
+    owned->lower = lower;
+    owned->type = n->type;
+    a = owned.get();
+    nodes_[alias] = std::move(owned);
+  }
+  a->parent = dir->ino;
+  a->name = std::string(name);
+  return a;
 }
 
 Result<struct stat> Filesystem::StatNode(const Node* n) const {

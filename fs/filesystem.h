@@ -256,6 +256,8 @@ class Filesystem {
   mutable std::mutex mu_;  // guards everything below; never held across a FUSE reply
   std::unordered_map<Ino, std::unique_ptr<Node>> nodes_;
   std::map<std::pair<dev_t, ino_t>, Ino> upper_inos_;  // upper inode -> our number
+  // A lower node copied up through one name: the number its other (lower) names show.
+  std::unordered_map<Ino, Ino> lower_aliases_;
   Ino next_ino_ = 0;
   uint64_t temp_counter_ = 0;
 };
