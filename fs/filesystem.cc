@@ -391,7 +391,10 @@ Result<Entry> Filesystem::EntryOf(Node* n, bool count) {
   Entry e;
   e.ino = n->ino;
   ASSIGN_OR_RETURN(e.attr, StatNode(n));
-  e.immutable = !writable() || (!n->upper.valid() && n->lower_unlinked == 0);
+  // A hard-linked lower file is not: a copy-up through one name breaks the link, and the
+  // kernel must then look the other names up again (they get their own number).
+  e.immutable = !writable() || (!n->upper.valid() && n->lower_unlinked == 0 &&
+                                (n->type == S_IFDIR || e.attr.st_nlink <= 1));
   if (count) ++n->nlookup;
   return e;
 }

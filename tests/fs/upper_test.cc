@@ -41,7 +41,8 @@ class UpperTest : public ::testing::Test {
             File("etc/passwd", "root:x:0:0\n") + Dir("data/") + File("data/a.txt", "aaaa") +
             Dir("data/sub/") + File("data/sub/deep.txt", "deep", 0600, 1000) +
             Dir("empty/") + Dir("usr/") + Dir("usr/share/") + Dir("usr/share/doc/") +
-            File("usr/share/doc/README", "readme\n", 0644),
+            File("usr/share/doc/README", "readme\n", 0644) + File("data/h1", "linked\n") +
+            Entry("data/h2", '1', "", 0644, "data/h1"),
         PaxHeader(PaxRecord("SCHILY.xattr.user.color", "blue")) + File("data/x.txt", "xattrs here"),
     };
     std::vector<index::ViewLayer> layers;
@@ -284,7 +285,7 @@ TEST_F(UpperTest, UnlinkOfALowerFileWritesAWhiteout) {
   ASSERT_TRUE(fs_->Unlink(data, "a.txt").ok());
   EXPECT_TRUE(IsWhiteout("data/a.txt"));
   EXPECT_EQ(ErrnoOf(fs_->Lookup(data, "a.txt").status()), ENOENT);
-  EXPECT_EQ(Names(data), (std::vector<std::string>{"sub", "x.txt"}));
+  EXPECT_EQ(Names(data), (std::vector<std::string>{"h1", "h2", "sub", "x.txt"}));
   // An upper-only file goes away without a trace.
   auto c = fs_->Create(data, "tmp", 0644, O_CREAT | O_WRONLY, caller_);
   ASSERT_TRUE(c.ok());
@@ -452,6 +453,41 @@ TEST_F(UpperTest, DeepCopyUpCreatesEveryParent) {
     EXPECT_EQ(UpperStat(d).st_mtim.tv_sec, 1700000000) << d;
   }
   EXPECT_EQ(*ReadFile(upper_ + "/usr/share/doc/README"), "readme\n");
+}
+
+TEST_F(UpperTest, ACopyUpBreaksALowerHardLinkAsOverlayfsDoes) {
+  const Ino h1 = Path("data/h1");
+  ASSERT_EQ(Path("data/h2"), h1);
+  EXPECT_FALSE(fs_->Lookup(Path("data"), "h2")->immutable) << "the kernel must ask again";
+  // The copy goes to the name the node was last looked up by, as the kernel's path walk
+  // before open(2) does.
+  ASSERT_EQ(Path("data/h1"), h1);
+  WriteAt(h1, 0, "LINKED");
+  EXPECT_EQ(ReadAll(Path("data/h1")), "LINKED\n");
+  const Ino h2 = Path("data/h2");
+  EXPECT_NE(h2, h1);
+  EXPECT_EQ(Path("data/h2"), h2) << "the other name keeps its new number";
+  EXPECT_EQ(ReadAll(h2), "linked\n");
+  EXPECT_FALSE(PathExists(upper_ + "/data/h2"));
+}
+
+TEST_F(UpperTest, AReusedUpperDirWrittenByOthersIsReadWithItsMarkers) {
+  fs_.reset();
+  // As kernel overlayfs (or an earlier container) left it: a whiteout, an opaque dir with
+  // a file, a plain upper file over a lower one.
+  ASSERT_EQ(::mknod((upper_ + "/bin").c_str(), S_IFCHR | 0600, makedev(0, 0)), 0);
+  ASSERT_TRUE(MakeDirs(upper_ + "/data").ok());
+  ASSERT_EQ(::mkdir((upper_ + "/data/sub").c_str(), 0755), 0);
+  ASSERT_EQ(::setxattr((upper_ + "/data/sub").c_str(), "trusted.overlay.opaque", "y", 1, 0), 0);
+  ASSERT_TRUE(WriteFileAtomic(upper_ + "/data/sub/mine", "mine").ok());
+  ASSERT_TRUE(WriteFileAtomic(upper_ + "/data/a.txt", "upper a").ok());
+  Reopen();
+  EXPECT_EQ(Names(kRootIno), (std::vector<std::string>{"data", "empty", "etc", "usr"}));
+  EXPECT_EQ(Names(Path("data/sub")), (std::vector<std::string>{"mine"}));
+  EXPECT_GT(Path("data/sub"), view_->InodeCount()) << "opaque: not the lower dir";
+  EXPECT_EQ(ReadAll(Path("data/a.txt")), "upper a");
+  EXPECT_EQ(Names(Path("data")),
+            (std::vector<std::string>{"a.txt", "h1", "h2", "sub", "x.txt"}));
 }
 
 }  // namespace
