@@ -187,7 +187,7 @@ Result<std::unique_ptr<Filesystem>> Filesystem::OpenWritable(const index::Merged
 
   Node* root = fs->nodes_[kRootIno].get();
   if (HasOpaqueXattr(fs->upper_root_.get(), "")) root->lower = 0;
-  UniqueFd rootfd(::dup(fs->upper_root_.get()));
+  UniqueFd rootfd(::fcntl(fs->upper_root_.get(), F_DUPFD_CLOEXEC, 0));
   fs->Attach(root, std::move(rootfd), ust);
   return fs;
 }
