@@ -425,5 +425,27 @@ TEST_F(UpperTest, PosixCornersOnTheMount) {
   ASSERT_EQ(Imagefs({"umount", m}).exit_code, 0);
 }
 
+TEST_F(UpperTest, AForegroundWritableMountUnmountsCleanlyOnSigterm) {
+  ScopedMount mnt(Dir("mnt"));
+  const std::string upper = case_ + "/upper";
+  ProcessOptions o;
+  o.argv = {ImagefsBinary(), "--root", root_, "mount", "-f", "--upper", upper, *ref_, mnt.dir()};
+  o.env_set = registry_->client_env();
+  o.env_remove = {"REGISTRY_AUTH_FILE", "CONTAINERS_REGISTRIES_CONF", "IMAGEFS_ROOT"};
+  auto proc = BackgroundProcess::Start(o, case_ + "/foreground.log");
+  ASSERT_TRUE(proc.ok()) << proc.status().message();
+  for (int i = 0; i < 200 && !IsMounted(mnt.dir()); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(IsMounted(mnt.dir())) << *ReadFile(proc->log_path());
+  Shell("echo kept > " + mnt.dir() + "/data/kept.txt && rm " + mnt.dir() + "/data/hello.txt");
+  EXPECT_EQ(proc->Stop(std::chrono::seconds(10)), 0);  // SIGTERM to the process we started
+  EXPECT_FALSE(IsMounted(mnt.dir()));
+  EXPECT_EQ(*ReadFile(upper + "/data/kept.txt"), "kept\n");
+  struct stat st;
+  ASSERT_EQ(::lstat((upper + "/data/hello.txt").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) << "a whiteout";
+}
+
 }  // namespace
 }  // namespace imagefs::testing
