@@ -122,6 +122,7 @@ struct Filesystem::Node {
   uint64_t nlookup = 0;     // the kernel's references
   uint64_t pins = 0;        // open file and directory handles
   uint32_t lower_unlinked = 0;  // names of a lower-only node removed since the mount
+  std::string staged;  // work-dir file holding this lower file's bytes (StageCopyUp)
 };
 
 Filesystem::Filesystem(const index::MergedView& view) : Filesystem(view, true) {}
@@ -234,6 +235,7 @@ void Filesystem::Attach(Node* n, UniqueFd fd, const struct stat& st) {
 
 void Filesystem::MaybeFree(Node* n) {
   if (n == nullptr || n->ino == kRootIno || n->nlookup > 0 || n->pins > 0) return;
+  if (!n->staged.empty()) (void)::unlinkat(work_.get(), n->staged.c_str(), 0);
   if (n->upper.valid()) {
     // Forget the upper inode's number once the inode itself is gone (its st_ino may be
     // reused by a new file); while it has names, a later lookup finds the same number.
@@ -503,6 +505,52 @@ Status Filesystem::SetLowerMetadata(int dirfd, const std::string& name, Ino lowe
   return Status::Ok();
 }
 
+// A new file `tmp` in the work dir with the lower file's bytes (none unless with_data).
+// Needs no lock: the lower tree is immutable and tmp is this caller's.
+Status Filesystem::CopyLowerData(Ino lower, const std::string& tmp, bool with_data) const {
+  int fd = ::openat(work_.get(), tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) return Errno("creating copy in work dir");
+  UniqueFd out(fd);
+  ASSIGN_OR_RETURN(index::NodeAttr a, view_.Attr(lower));
+  if (!with_data || a.size == 0) return Status::Ok();
+  std::vector<uint8_t> buf(std::min<uint64_t>(a.size, kCopyChunk));
+  for (uint64_t off = 0; off < a.size;) {
+    ASSIGN_OR_RETURN(size_t got, ReadLower(lower, off, buf));
+    if (got == 0) break;
+    RETURN_IF_ERROR(WriteAll(out.get(), std::string_view(reinterpret_cast<const char*>(buf.data()), got),
+                             "copy-up of " + InoText(lower)));
+    off += got;
+  }
+  return Status::Ok();
+}
+
+void Filesystem::StageCopyUp(Ino ino) {
+  if (!writable()) return;
+  Ino lower = 0;
+  std::string tmp;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Node* n = Find(ino);
+    if (n == nullptr || n->upper.valid() || n->type != S_IFREG || n->lower == 0 ||
+        !n->staged.empty()) {
+      return;
+    }
+    lower = n->lower;
+    tmp = NewTempName();
+    ++n->pins;  // kept while unlocked
+  }
+  Status st = CopyLowerData(lower, tmp, true);  // the slow part (a lazy fetch), unlocked
+  std::lock_guard<std::mutex> lock(mu_);
+  Node* n = Find(ino);
+  --n->pins;
+  if (st.ok() && !n->upper.valid() && n->staged.empty() && n->lower == lower) {
+    n->staged = std::move(tmp);
+  } else {
+    (void)::unlinkat(work_.get(), tmp.c_str(), 0);  // failed, or someone was quicker
+  }
+  MaybeFree(n);
+}
+
 Status Filesystem::CopyUpDir(Node* n) {
   if (n->upper.valid()) return Status::Ok();
   if (n->ino == kRootIno) return Status::Internal("the upper root is missing");
@@ -536,25 +584,22 @@ Status Filesystem::CopyUp(Node* n, bool with_data) {
   if (n->lower_unlinked >= a.nlink) return Status::FromErrno(ESTALE, InoText(n->ino) + " was removed");
   ASSIGN_OR_RETURN(Node * parent, Need(n->parent));
   RETURN_IF_ERROR(CopyUpDir(parent));
-  const std::string tmp = NewTempName();
+  std::string tmp = NewTempName();
   Status st = Status::Ok();
   const mode_t type = a.mode & S_IFMT;
   if (type == S_IFREG) {
-    int fd = ::openat(work_.get(), tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-    if (fd < 0) return Errno("creating copy in work dir");
-    UniqueFd out(fd);
-    if (with_data && a.size > 0) {
-      std::vector<uint8_t> buf(std::min<uint64_t>(a.size, kCopyChunk));
-      for (uint64_t off = 0; off < a.size && st.ok();) {
-        auto got = ReadLower(n->lower, off, buf);
-        if (!got.ok()) {
-          st = got.status();
-          break;
-        }
-        if (*got == 0) break;
-        st = WriteAll(out.get(), std::string_view(reinterpret_cast<const char*>(buf.data()), *got),
-                      "copy-up of " + n->name);
-        off += *got;
+    if (!n->staged.empty()) {
+      // The bytes were copied outside the lock (StageCopyUp): only metadata and the rename.
+      tmp = std::move(n->staged);
+      n->staged.clear();
+      if (!with_data && ::truncate(FdPath(work_.get(), tmp).c_str(), 0) != 0) {
+        st = Errno("truncating copy of " + n->name);
+      }
+    } else {
+      st = CopyLowerData(n->lower, tmp, with_data);
+      if (!st.ok()) {
+        (void)::unlinkat(work_.get(), tmp.c_str(), 0);
+        return st;
       }
     }
   } else if (type == S_IFLNK) {
@@ -733,6 +778,7 @@ Result<bool> Filesystem::UnionDirEmpty(Node* dir) {
 Result<std::unique_ptr<FileHandle>> Filesystem::Open(Ino ino, int flags) {
   const bool writing = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0;
   if (!writable() && (writing || (flags & (O_APPEND | O_CREAT)) != 0)) return ReadOnly();
+  if (writing && (flags & O_TRUNC) == 0) StageCopyUp(ino);
   std::lock_guard<std::mutex> lock(mu_);
   Node* n = Find(ino);
   auto fh = std::make_unique<FileHandle>();
@@ -975,6 +1021,7 @@ Result<Entry> Filesystem::Symlink(Ino parent, std::string_view name, std::string
 
 Result<Entry> Filesystem::Link(Ino ino, Ino new_parent, std::string_view new_name) {
   RETURN_IF_ERROR(CheckWritable());
+  StageCopyUp(ino);
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Node * n, Need(ino));
   if (n->type == S_IFDIR) return Status::FromErrno(EPERM, "hard link to a directory");
@@ -1139,9 +1186,10 @@ Status Filesystem::Rename(Ino parent, std::string_view name, Ino new_parent,
 Result<struct stat> Filesystem::SetAttr(Ino ino, const SetAttrRequest& req, const FileHandle* fh,
                                         const Caller&) {
   RETURN_IF_ERROR(CheckWritable());
+  const bool data_needed = !(req.set_size && req.size == 0);
+  if (data_needed) StageCopyUp(ino);
   std::unique_lock<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Node * n, Need(ino));
-  const bool data_needed = !(req.set_size && req.size == 0);
   RETURN_IF_ERROR(CopyUp(n, data_needed));
   const int fd = n->upper.get();
   const std::string path = FdPath(fd);
@@ -1295,6 +1343,7 @@ Result<XattrReply> Filesystem::ListXattr(Ino ino, size_t buffer_size) {
 Status Filesystem::SetXattr(Ino ino, std::string_view name, std::string_view value, int flags) {
   RETURN_IF_ERROR(CheckWritable());
   if (IsOverlayXattr(name)) return Status::FromErrno(EPERM, std::string(name));
+  StageCopyUp(ino);
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Node * n, Need(ino));
   RETURN_IF_ERROR(CopyUp(n, true));
@@ -1314,6 +1363,18 @@ Status Filesystem::SetXattr(Ino ino, std::string_view name, std::string_view val
 Status Filesystem::RemoveXattr(Ino ino, std::string_view name) {
   RETURN_IF_ERROR(CheckWritable());
   if (IsOverlayXattr(name)) return Status::FromErrno(ENODATA, std::string(name));
+  {
+    // Removing what a lower node does not have copies nothing up (as overlayfs).
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(Node * n, Need(ino));
+    if (!n->upper.valid()) {
+      ASSIGN_OR_RETURN(std::vector<index::XattrView> xattrs, view_.Xattrs(n->lower));
+      bool found = false;
+      for (const index::XattrView& x : xattrs) found = found || x.name == name;
+      if (!found) return Status::FromErrno(ENODATA, std::string(name));
+    }
+  }
+  StageCopyUp(ino);
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Node * n, Need(ino));
   RETURN_IF_ERROR(CopyUp(n, true));

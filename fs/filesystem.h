@@ -234,6 +234,10 @@ class Filesystem {
   Result<struct stat> StatNode(const Node* n) const;
   bool LowerHas(const Node* dir, std::string_view name) const;
   Status CopyUp(Node* n, bool with_data);
+  Status CopyLowerData(Ino lower, const std::string& tmp, bool with_data) const;
+  // Without mu_: copies a lower-only file's bytes into the work dir ahead of its copy-up,
+  // so that a slow lazy fetch does not hold the table lock. Best effort.
+  void StageCopyUp(Ino ino);
   Status CopyUpDir(Node* n);
   Status SetLowerMetadata(int dirfd, const std::string& name, Ino lower, bool is_link);
   std::string NewTempName();

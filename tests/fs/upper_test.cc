@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <thread>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -42,7 +43,8 @@ class UpperTest : public ::testing::Test {
             Dir("data/sub/") + File("data/sub/deep.txt", "deep", 0600, 1000) +
             Dir("empty/") + Dir("usr/") + Dir("usr/share/") + Dir("usr/share/doc/") +
             File("usr/share/doc/README", "readme\n", 0644) + File("data/h1", "linked\n") +
-            Entry("data/h2", '1', "", 0644, "data/h1"),
+            Entry("data/h2", '1', "", 0644, "data/h1") +
+            File("data/big", index::test::RandomBytes(300000, 11)),
         PaxHeader(PaxRecord("SCHILY.xattr.user.color", "blue")) + File("data/x.txt", "xattrs here"),
     };
     std::vector<index::ViewLayer> layers;
@@ -285,7 +287,7 @@ TEST_F(UpperTest, UnlinkOfALowerFileWritesAWhiteout) {
   ASSERT_TRUE(fs_->Unlink(data, "a.txt").ok());
   EXPECT_TRUE(IsWhiteout("data/a.txt"));
   EXPECT_EQ(ErrnoOf(fs_->Lookup(data, "a.txt").status()), ENOENT);
-  EXPECT_EQ(Names(data), (std::vector<std::string>{"h1", "h2", "sub", "x.txt"}));
+  EXPECT_EQ(Names(data), (std::vector<std::string>{"big", "h1", "h2", "sub", "x.txt"}));
   // An upper-only file goes away without a trace.
   auto c = fs_->Create(data, "tmp", 0644, O_CREAT | O_WRONLY, caller_);
   ASSERT_TRUE(c.ok());
@@ -408,6 +410,8 @@ TEST_F(UpperTest, ForgetFreesUpperInodesAndNumbersStayForLiveNodes) {
 
 TEST_F(UpperTest, XattrsAreSetOnTheUpperCopy) {
   const Ino passwd = Path("etc/passwd");
+  EXPECT_EQ(ErrnoOf(fs_->RemoveXattr(passwd, "user.none")), ENODATA);
+  EXPECT_FALSE(PathExists(upper_ + "/etc/passwd")) << "nothing to remove, nothing copied up";
   ASSERT_TRUE(fs_->SetXattr(passwd, "user.x", "1", 0).ok());
   char v[4];
   EXPECT_EQ(::lgetxattr((upper_ + "/etc/passwd").c_str(), "user.x", v, sizeof v), 1);
@@ -417,6 +421,7 @@ TEST_F(UpperTest, XattrsAreSetOnTheUpperCopy) {
   ASSERT_TRUE(fs_->RemoveXattr(passwd, "user.x").ok());
   EXPECT_EQ(ErrnoOf(fs_->GetXattr(passwd, "user.x", 10).status()), ENODATA);
   EXPECT_EQ(*ReadFile(upper_ + "/etc/passwd"), "root:x:0:0\n");
+  EXPECT_TRUE(std::filesystem::is_empty(upper_ + ".work/tmp")) << "staged copies are used";
 }
 
 TEST_F(UpperTest, ARemountSeesTheChangesAndKeepsCopiedUpNumbers) {
@@ -455,6 +460,29 @@ TEST_F(UpperTest, DeepCopyUpCreatesEveryParent) {
   EXPECT_EQ(*ReadFile(upper_ + "/usr/share/doc/README"), "readme\n");
 }
 
+TEST_F(UpperTest, ConcurrentWritersOfOneLowerFileShareOneCopyUp) {
+  const Ino big = Path("data/big");
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      auto fh = fs_->Open(big, O_RDWR);
+      ASSERT_TRUE(fh.ok()) << fh.status().message();
+      const uint8_t byte = static_cast<uint8_t>('A' + i);
+      ASSERT_TRUE(fs_->Write(**fh, static_cast<uint64_t>(i) * 1000, std::span<const uint8_t>(&byte, 1)).ok());
+      fs_->Release(std::move(*fh));
+      EXPECT_TRUE(fs_->Lookup(Path("data"), "a.txt").ok());
+    });
+  }
+  for (auto& t : threads) t.join();
+  const std::string want = [] {
+    std::string b = index::test::RandomBytes(300000, 11);
+    for (int i = 0; i < 8; ++i) b[static_cast<size_t>(i) * 1000] = static_cast<char>('A' + i);
+    return b;
+  }();
+  EXPECT_TRUE(*ReadFile(upper_ + "/data/big") == want);
+  EXPECT_TRUE(std::filesystem::is_empty(upper_ + ".work/tmp"));
+}
+
 TEST_F(UpperTest, ACopyUpBreaksALowerHardLinkAsOverlayfsDoes) {
   const Ino h1 = Path("data/h1");
   ASSERT_EQ(Path("data/h2"), h1);
@@ -487,7 +515,7 @@ TEST_F(UpperTest, AReusedUpperDirWrittenByOthersIsReadWithItsMarkers) {
   EXPECT_GT(Path("data/sub"), view_->InodeCount()) << "opaque: not the lower dir";
   EXPECT_EQ(ReadAll(Path("data/a.txt")), "upper a");
   EXPECT_EQ(Names(Path("data")),
-            (std::vector<std::string>{"a.txt", "h1", "h2", "sub", "x.txt"}));
+            (std::vector<std::string>{"a.txt", "big", "h1", "h2", "sub", "x.txt"}));
 }
 
 }  // namespace
