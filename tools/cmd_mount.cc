@@ -48,6 +48,7 @@ struct MountRequest {
   std::string upper;       // absolute; "" for a read-only mount
   std::string platform;
   bool debug = false;
+  bool new_upper = false;  // the upper dir was made for this mount: print it
 };
 
 // Tells the waiting parent (a pipe) how mounting went; it reads until EOF, so a failed
@@ -111,6 +112,9 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   if (notify_fd >= 0) {
     Notify(notify_fd, "OK\n");
     ::close(notify_fd);
+  } else if (req.new_upper) {
+    std::printf("%s\n", req.upper.c_str());
+    std::fflush(stdout);
   }
   Status st = (*session)->Run();
   session->reset();  // unmounts if the loop ended by a signal
@@ -251,6 +255,7 @@ int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) 
       auto id = NewContainerId();
       if (!id.ok()) return Fail(id.status());
       upper = global.root + "/containers/" + *id + "/upper";
+      req.new_upper = true;
     }
     while (upper.size() > 1 && upper.back() == '/') upper.pop_back();
     if (Status made = MakeDirs(upper, 0755); !made.ok()) return Fail(made.WithContext("mount"));
@@ -260,7 +265,10 @@ int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) 
     }
   }
   if (foreground) return Serve(global, req, -1);
-  return MountDetached(global, req);
+  int rc = MountDetached(global, req);
+  // A new container's upper dir: `mount --upper DIR` continues it.
+  if (rc == 0 && req.new_upper) std::printf("%s\n", req.upper.c_str());
+  return rc;
 }
 
 int RunMounts(const GlobalOptions& global, const std::vector<std::string>& args) {

@@ -357,6 +357,7 @@ TEST_F(UpperTest, AfterKillNineUmountClearsTheMountAndFsyncedDataSurvives) {
   const std::string id = list.stdout_text.substr(at + containers.size(), 64);
   EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
   const std::string upper = containers + id + "/upper";
+  EXPECT_EQ(r.stdout_text, upper + "\n") << "a new container's upper dir is printed";
   EXPECT_TRUE(PathExists(upper + ".work/origin.json"));
 
   Shell("python3 -c \"import os\nfd = os.open('" + mnt.dir() +
