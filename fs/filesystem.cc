@@ -100,6 +100,19 @@ Status ClearWhiteouts(int parent_fd, const std::string& name) {
   return st;
 }
 
+// Runs fn when the scope ends (declared after the lock_guard, so the lock is still held).
+template <typename Fn>
+class ScopeExit {
+ public:
+  explicit ScopeExit(Fn fn) : fn_(std::move(fn)) {}
+  ~ScopeExit() { fn_(); }
+  ScopeExit(const ScopeExit&) = delete;
+  ScopeExit& operator=(const ScopeExit&) = delete;
+
+ private:
+  Fn fn_;
+};
+
 // Puts a directory's times back after a copy-up linked a child into it (as overlayfs
 // does): a copy-up is not a change the user made.
 void RestoreTimes(int dirfd, const struct stat& before) {
@@ -1036,6 +1049,7 @@ Status Filesystem::RemoveEntry(Ino parent, std::string_view name, bool want_dir)
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Node * dir, Need(parent));
   ASSIGN_OR_RETURN(Node * n, ResolveChild(dir, name));
+  ScopeExit free_unused([this, ino = n->ino] { MaybeFree(Find(ino)); });  // callers that skip lookups
   const std::string nm(name);
   if (want_dir && n->type != S_IFDIR) return Status::FromErrno(ENOTDIR, nm);
   if (!want_dir && n->type == S_IFDIR) return Status::FromErrno(EISDIR, nm);
@@ -1104,6 +1118,10 @@ Status Filesystem::Rename(Ino parent, std::string_view name, Ino new_parent,
   auto dst_or = ResolveChild(new_dir, new_name);
   if (!dst_or.ok() && dst_or.status().ToErrno() != ENOENT) return dst_or.status();
   Node* dst = dst_or.ok() ? *dst_or : nullptr;
+  ScopeExit free_unused([this, a = src->ino, b = dst != nullptr ? dst->ino : 0] {
+    MaybeFree(Find(a));
+    if (b != 0) MaybeFree(Find(b));
+  });
   const std::string from(name), to(new_name);
   if (src->type == S_IFDIR && src->lower != 0) {
     return Status::FromErrno(EXDEV, "renaming directory " + from + " of the image");

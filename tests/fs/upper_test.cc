@@ -399,6 +399,10 @@ TEST_F(UpperTest, ForgetFreesUpperInodesAndNumbersStayForLiveNodes) {
   EXPECT_EQ(fs_->NodeCount(), base + 1);
   fs_->Forget(ino, 2);  // create + lookup
   EXPECT_EQ(fs_->NodeCount(), base);
+  // Calls that resolve a name themselves leave nothing behind either.
+  ASSERT_TRUE(fs_->Rename(kRootIno, "f", kRootIno, "g", 0).ok());
+  ASSERT_TRUE(fs_->Unlink(kRootIno, "g").ok());
+  EXPECT_EQ(fs_->NodeCount(), base);
   // Lower nodes are freed too, and come back with the same number.
   const Ino tool = Path("bin/tool");
   const Ino bin = Path("bin");
