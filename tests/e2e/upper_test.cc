@@ -193,6 +193,9 @@ chmod 0600 data/run.sh
 chown 1234:5678 data/owned.txt
 mkdir -p newdir/sub
 echo x > newdir/sub/f
+mkdir u3 newdir/sub3
+mv u3 u4
+mv newdir/sub3 newdir/sub4
 rm -r usr/share/doc/busybox
 mkdir usr/share/doc/busybox
 echo again > usr/share/doc/busybox/NEW
