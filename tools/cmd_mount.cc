@@ -16,6 +16,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -69,10 +70,18 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   auto opened = OpenImageView(global, req.image, req.platform);
   if (!opened.ok()) return report_failure(opened.status());
   std::unique_ptr<fs::Filesystem> filesystem;
+  UniqueFd upper_lock;  // held while serving: one mount per upper dir (freed even by kill -9)
   if (req.upper.empty()) {
     filesystem = std::make_unique<fs::Filesystem>(*opened->view);
   } else {
     const std::string work = req.upper + ".work";
+    if (Status made = MakeDirs(work, 0700); !made.ok()) return report_failure(made);
+    upper_lock.Reset(::open((work + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!upper_lock.valid()) return report_failure(Status::FromErrno(errno, work + "/lock"));
+    if (::flock(upper_lock.get(), LOCK_EX | LOCK_NB) != 0) {
+      return report_failure(
+          Status::FromErrno(EBUSY, "mount: upper dir " + req.upper + " is in use by another mount"));
+    }
     auto writable = fs::Filesystem::OpenWritable(*opened->view, req.upper, work);
     if (!writable.ok()) return report_failure(writable.status());
     filesystem = std::move(*writable);

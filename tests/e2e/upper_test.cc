@@ -309,6 +309,16 @@ TEST_F(UpperTest, AScenarioLeavesTheSameTreeAndUpperDirAsKernelOverlayfs) {
   EXPECT_EQ(o["image"], *ref_);
   EXPECT_EQ(o["manifest_digest"].get<std::string>().rfind("sha256:", 0), 0u);
   EXPECT_NE(Imagefs({"mounts"}).stdout_text.find(upper), std::string::npos);
+  {
+    // One mount per upper dir.
+    ScopedMount second(Dir("mnt-second"));
+    ProcessResult again = Imagefs({"mount", "--upper", upper, *ref_, second.dir()});
+    EXPECT_EQ(again.exit_code, 1);
+    EXPECT_EQ(LineCount(again.stderr_text), 1) << again.stderr_text;
+    EXPECT_NE(again.stderr_text.find("is in use by another mount"), std::string::npos)
+        << again.stderr_text;
+    EXPECT_FALSE(IsMounted(second.dir()));
+  }
 
   ScopedMount ovl(Dir("ovl"));
   const std::string kupper = Dir("kupper"), kwork = Dir("kwork");
