@@ -1110,6 +1110,17 @@ Status Filesystem::Rename(Ino parent, std::string_view name, Ino new_parent,
     return Status::FromErrno(EINVAL, "rename flags");
   }
   RETURN_IF_ERROR(CheckName(new_name));
+  {
+    // A lower file moved is copied up first: its bytes are staged without the lock.
+    Ino src_ino = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Node* dir = Find(parent);
+      auto src = dir != nullptr ? ResolveChild(dir, name) : Result<Node*>(Status::NotFound(""));
+      if (src.ok()) src_ino = (*src)->ino;
+    }
+    if (src_ino != 0) StageCopyUp(src_ino);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Node * dir, Need(parent));
   ASSIGN_OR_RETURN(Node * new_dir, Need(new_parent));

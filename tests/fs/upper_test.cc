@@ -341,6 +341,7 @@ TEST_F(UpperTest, RenameOfFilesWhitesOutTheLowerNameAndLowerDirsAreEXDEV) {
   EXPECT_TRUE(IsWhiteout("data/a.txt"));
   EXPECT_EQ(*ReadFile(upper_ + "/moved.txt"), "aaaa");
   EXPECT_EQ(Path("moved.txt"), a) << "a rename keeps the number";
+  EXPECT_TRUE(std::filesystem::is_empty(upper_ + ".work/tmp")) << "the staged copy was used";
   EXPECT_EQ(ErrnoOf(fs_->Rename(kRootIno, "data", kRootIno, "data2", 0)), EXDEV);
   EXPECT_EQ(ErrnoOf(fs_->Rename(kRootIno, "moved.txt", kRootIno, "x", 1u << 7)), EINVAL);
   // NOREPLACE and EXCHANGE between files.
