@@ -569,10 +569,10 @@ Status Filesystem::CopyUpDir(Node* n) {
   if (n->ino == kRootIno) return Status::Internal("the upper root is missing");
   ASSIGN_OR_RETURN(Node * parent, Need(n->parent));
   RETURN_IF_ERROR(CopyUpDir(parent));
+  ASSIGN_OR_RETURN(struct stat pstat, StatFd(parent->upper.get()));
   const std::string tmp = NewTempName();
   if (::mkdirat(work_.get(), tmp.c_str(), 0700) != 0) return Errno("mkdir in work dir");
   Status st = SetLowerMetadata(work_.get(), tmp, n->lower, false);
-  ASSIGN_OR_RETURN(struct stat pstat, StatFd(parent->upper.get()));
   if (st.ok() && ::renameat2(work_.get(), tmp.c_str(), parent->upper.get(), n->name.c_str(),
                              RENAME_NOREPLACE) != 0) {
     st = Errno("copy-up of directory " + n->name);
@@ -597,6 +597,7 @@ Status Filesystem::CopyUp(Node* n, bool with_data) {
   if (n->lower_unlinked >= a.nlink) return Status::FromErrno(ESTALE, InoText(n->ino) + " was removed");
   ASSIGN_OR_RETURN(Node * parent, Need(n->parent));
   RETURN_IF_ERROR(CopyUpDir(parent));
+  ASSIGN_OR_RETURN(struct stat pstat, StatFd(parent->upper.get()));
   std::string tmp = NewTempName();
   Status st = Status::Ok();
   const mode_t type = a.mode & S_IFMT;
@@ -626,7 +627,6 @@ Status Filesystem::CopyUp(Node* n, bool with_data) {
     }
   }
   if (st.ok()) st = SetLowerMetadata(work_.get(), tmp, n->lower, type == S_IFLNK);
-  ASSIGN_OR_RETURN(struct stat pstat, StatFd(parent->upper.get()));
   if (st.ok() && ::renameat(work_.get(), tmp.c_str(), parent->upper.get(), n->name.c_str()) != 0) {
     st = Errno("copy-up of " + n->name);
   }
@@ -1169,7 +1169,6 @@ Status Filesystem::Rename(Ino parent, std::string_view name, Ino new_parent,
   RETURN_IF_ERROR(CopyUp(src, true));
   RETURN_IF_ERROR(CopyUpDir(new_dir));
   const bool lower_at_from = LowerHas(dir, from);
-  const bool lower_at_to = LowerHas(new_dir, to);
   struct stat tst;
   const bool upper_at_to =
       ::fstatat(new_dir->upper.get(), to.c_str(), &tst, AT_SYMLINK_NOFOLLOW) == 0;
@@ -1201,10 +1200,7 @@ Status Filesystem::Rename(Ino parent, std::string_view name, Ino new_parent,
     }
   }
   if (dst != nullptr && !dst->upper.valid()) ++dst->lower_unlinked;
-  (void)lower_at_to;
-  if (dst != nullptr && dst->upper.valid() && dst->type != S_IFDIR) {
-    // Its upper inode lost a name; nothing else to track (fstat tells nlink).
-  }
+  // A replaced upper entry lost a name: fstat of its node tells (nlink).
   src->parent = new_dir->ino;
   src->name = to;
   return Status::Ok();
