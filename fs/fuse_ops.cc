@@ -1,9 +1,12 @@
 // Thin libfuse callbacks: unpack the request, call fs::Filesystem, reply exactly once.
-// Errors become errnos in one place (ReplyError -> ReplyErrno -> Status::ToErrno).
+// Errors become errnos in one place (ReplyError -> ReplyErrno -> Status::ToErrno). A
+// read-only Filesystem answers EROFS to every write itself.
 
 #include "fs/fuse_ops.h"
 
 #include <cerrno>
+#include <fcntl.h>
+
 #include <cstring>
 #include <vector>
 
@@ -14,9 +17,21 @@ namespace imagefs::fs {
 namespace {
 
 FuseContext& Ctx(fuse_req_t req) { return *static_cast<FuseContext*>(fuse_req_userdata(req)); }
-const Filesystem& Fs(fuse_req_t req) { return *Ctx(req).filesystem; }
+Filesystem& Fs(fuse_req_t req) { return *Ctx(req).filesystem; }
 
 void ReplyError(fuse_req_t req, const Status& status) { fuse_reply_err(req, ReplyErrno(status)); }
+void ReplyStatus(fuse_req_t req, const Status& status) {
+  fuse_reply_err(req, status.ok() ? 0 : ReplyErrno(status));
+}
+
+Caller CallerOf(fuse_req_t req) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  return Caller{c->uid, c->gid};
+}
+
+// Lower nodes never change: the kernel may cache them long. Anything the upper dir
+// serves can change, so it gets timeout 0 (every change is then seen at once).
+double Timeout(const Entry& entry, double sec) { return entry.immutable ? sec : 0; }
 
 fuse_entry_param MakeEntry(fuse_req_t req, const Entry& entry) {
   fuse_entry_param e;
@@ -24,29 +39,44 @@ fuse_entry_param MakeEntry(fuse_req_t req, const Entry& entry) {
   e.ino = entry.ino;
   e.generation = 1;
   e.attr = entry.attr;
-  e.attr_timeout = Ctx(req).attr_timeout_sec;
-  e.entry_timeout = Ctx(req).entry_timeout_sec;
+  e.attr_timeout = Timeout(entry, Ctx(req).attr_timeout_sec);
+  e.entry_timeout = Timeout(entry, Ctx(req).entry_timeout_sec);
   return e;
+}
+
+void ReplyEntry(fuse_req_t req, const Result<Entry>& entry) {
+  if (!entry.ok()) return ReplyError(req, entry.status());
+  fuse_entry_param e = MakeEntry(req, *entry);
+  if (fuse_reply_entry(req, &e) != 0) Fs(req).Forget(entry->ino, 1);  // the kernel never got it
+}
+
+FileHandle* Handle(fuse_file_info* fi) {
+  return fi == nullptr ? nullptr : reinterpret_cast<FileHandle*>(fi->fh);
 }
 
 void OnInit(void* userdata, fuse_conn_info* conn) {
   auto* ctx = static_cast<FuseContext*>(userdata);
   conn->max_read = ctx->max_read;
-  // The lower tree never changes: let the kernel cache symlink targets and directory
-  // listings too (file pages are kept by keep_cache at open).
-  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  // The lower tree never changes: let the kernel cache symlink targets (read-only mounts)
+  // and use readdirplus.
+  if (!ctx->filesystem->writable() && (conn->capable & FUSE_CAP_CACHE_SYMLINKS)) {
+    conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  }
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
-  // No write-back, no locks served by us (the kernel's local locks suffice read-only).
+  // No write-back cache (writes go straight to the upper file). No handle_killpriv: the
+  // kernel clears set-uid/set-gid itself with a setattr before a write, truncate or chown
+  // by a caller without CAP_FSETID, as on a local filesystem.
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
 }
 
 void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   auto entry = Fs(req).Lookup(parent, name);
   if (entry.ok()) {
-    fuse_entry_param e = MakeEntry(req, *entry);
-    fuse_reply_entry(req, &e);
+    ReplyEntry(req, entry);
   } else if (ReplyErrno(entry.status()) == ENOENT) {
-    // A negative entry (ino 0) the kernel caches as long as a positive one.
+    // A negative entry (ino 0), cached as long as a lower one: every later creation of the
+    // name goes through the kernel, which drops it.
     fuse_entry_param e;
     std::memset(&e, 0, sizeof e);
     e.entry_timeout = Ctx(req).entry_timeout_sec;
@@ -56,34 +86,82 @@ void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   }
 }
 
-// Inode numbers are the view's, valid for the mount's life: nothing to count or free.
-void OnForget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
-void OnForgetMulti(fuse_req_t req, size_t, fuse_forget_data*) { fuse_reply_none(req); }
+void OnForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  Fs(req).Forget(ino, nlookup);
+  fuse_reply_none(req);
+}
+void OnForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  for (size_t i = 0; i < count; ++i) Fs(req).Forget(forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
 
-void OnGetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-  auto st = Fs(req).GetAttr(ino);
+void OnGetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto entry = Fs(req).GetEntry(ino, Handle(fi));
+  if (!entry.ok()) return ReplyError(req, entry.status());
+  fuse_reply_attr(req, &entry->attr, Timeout(*entry, Ctx(req).attr_timeout_sec));
+}
+
+void OnSetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+  SetAttrRequest r;
+  r.set_mode = to_set & FUSE_SET_ATTR_MODE;
+  r.set_uid = to_set & FUSE_SET_ATTR_UID;
+  r.set_gid = to_set & FUSE_SET_ATTR_GID;
+  r.set_size = to_set & FUSE_SET_ATTR_SIZE;
+  r.set_atime = to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW);
+  r.set_mtime = to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW);
+  r.atime_now = to_set & FUSE_SET_ATTR_ATIME_NOW;
+  r.mtime_now = to_set & FUSE_SET_ATTR_MTIME_NOW;
+  r.mode = attr->st_mode;
+  r.uid = attr->st_uid;
+  r.gid = attr->st_gid;
+  r.size = attr->st_size;
+  r.atime = attr->st_atim;
+  r.mtime = attr->st_mtim;
+  auto st = Fs(req).SetAttr(ino, r, Handle(fi), CallerOf(req));
   if (!st.ok()) return ReplyError(req, st.status());
-  fuse_reply_attr(req, &*st, Ctx(req).attr_timeout_sec);
+  fuse_reply_attr(req, &*st, 0);
 }
 
 void OnReadLink(fuse_req_t req, fuse_ino_t ino) {
   auto target = Fs(req).ReadLink(ino);
   if (!target.ok()) return ReplyError(req, target.status());
-  fuse_reply_readlink(req, std::string(*target).c_str());
+  fuse_reply_readlink(req, target->c_str());
+}
+
+// Open file flags the kernel should know: pages of a lower file stay valid across opens;
+// O_DIRECT opens bypass the page cache (direct_io).
+void SetOpenFlags(fuse_file_info* fi, const FileHandle& fh) {
+  fi->fh = reinterpret_cast<uint64_t>(&fh);
+  fi->keep_cache = fh.reads_lower() ? 1 : 0;
+  fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
+  fi->noflush = fh.reads_lower() ? 1 : 0;
 }
 
 void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  Status st = Fs(req).Open(ino, fi->flags);
-  if (!st.ok()) return ReplyError(req, st);
-  fi->keep_cache = 1;  // immutable: pages read once stay valid across opens
-  fi->noflush = 1;
-  fuse_reply_open(req, fi);
+  auto fh = Fs(req).Open(ino, fi->flags);
+  if (!fh.ok()) return ReplyError(req, fh.status());
+  SetOpenFlags(fi, **fh);
+  FileHandle* raw = fh->release();  // owned until release
+  if (fuse_reply_open(req, fi) != 0) Fs(req).Release(std::unique_ptr<FileHandle>(raw));
 }
 
-void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+  auto created = Fs(req).Create(parent, name, mode, fi->flags, CallerOf(req));
+  if (!created.ok()) return ReplyError(req, created.status());
+  SetOpenFlags(fi, *created->handle);
+  fuse_entry_param e = MakeEntry(req, created->entry);
+  FileHandle* raw = created->handle.release();
+  if (fuse_reply_create(req, &e, fi) != 0) {
+    Fs(req).Release(std::unique_ptr<FileHandle>(raw));
+    Fs(req).Forget(e.ino, 1);
+  }
+}
+
+void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   thread_local std::vector<uint8_t> buffer;
   if (buffer.size() < size) buffer.resize(size);
-  auto n = Fs(req).Read(ino, static_cast<uint64_t>(off), std::span<uint8_t>(buffer.data(), size));
+  auto n = Fs(req).Read(*Handle(fi), static_cast<uint64_t>(off),
+                        std::span<uint8_t>(buffer.data(), size));
   if (!n.ok()) {
     // Log once, where we give up: the reader below already named the chunk.
     LOG(kError) << "read of inode " << ino << " [" << off << ", +" << size
@@ -93,35 +171,71 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   fuse_reply_buf(req, reinterpret_cast<const char*>(buffer.data()), *n);
 }
 
+void OnWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
+             fuse_file_info* fi) {
+  auto n = Fs(req).Write(*Handle(fi), static_cast<uint64_t>(off),
+                         std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(buf), size));
+  if (!n.ok()) return ReplyError(req, n.status());
+  fuse_reply_write(req, *n);
+}
+
+void OnFlush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void OnRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  Fs(req).Release(std::unique_ptr<FileHandle>(Handle(fi)));
+  fuse_reply_err(req, 0);
+}
+
+void OnFsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  ReplyStatus(req, Fs(req).Fsync(*Handle(fi), datasync != 0));
+}
+
+void OnFallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length,
+                 fuse_file_info* fi) {
+  ReplyStatus(req, Fs(req).Fallocate(*Handle(fi), mode, offset, length));
+}
+
 void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto dir = Fs(req).OpenDir(ino);
   if (!dir.ok()) return ReplyError(req, dir.status());
   fi->fh = reinterpret_cast<uint64_t>(dir->release());  // owned until releasedir
-  fi->keep_cache = 1;
-  fi->cache_readdir = 1;
-  if (fuse_reply_open(req, fi) != 0) delete reinterpret_cast<DirHandle*>(fi->fh);
+  if (!Fs(req).writable()) {
+    fi->keep_cache = 1;
+    fi->cache_readdir = 1;
+  }
+  if (fuse_reply_open(req, fi) != 0) {
+    Fs(req).ReleaseDir(std::unique_ptr<DirHandle>(reinterpret_cast<DirHandle*>(fi->fh)));
+  }
 }
 
-void ReadDirCommon(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+                   bool plus) {
   const auto* dir = reinterpret_cast<const DirHandle*>(fi->fh);
   std::vector<char> buf(size);
   size_t used = 0;
-  Status failed = Status::Ok();
-  Fs(req).ReadDir(*dir, static_cast<uint64_t>(off), [&](const DirHandle::Item& item,
-                                                         uint64_t next) {
+  Filesystem& fs = Fs(req);
+  fs.ReadDir(*dir, static_cast<uint64_t>(off), [&](const DirHandle::Item& item, uint64_t next) {
     size_t need;
     if (plus) {
-      Entry entry;
-      entry.ino = item.ino;
-      auto attr = Fs(req).GetAttr(item.ino);
-      if (!attr.ok()) {
-        failed = attr.status();
-        return false;
+      // Every entry but "." and ".." counts as a lookup in the kernel: take one, and give
+      // it back when the entry does not fit. A name gone since opendir is skipped.
+      const bool dots = item.name == "." || item.name == "..";
+      Result<Entry> entry = dots ? fs.GetEntry(item.ino) : fs.Lookup(ino, item.name);
+      if (!entry.ok()) {
+        if (!dots) return true;
+        Entry bare;
+        bare.ino = item.ino;
+        bare.attr.st_ino = item.ino;
+        bare.attr.st_mode = item.mode;
+        entry = bare;
       }
-      entry.attr = *attr;
-      fuse_entry_param e = MakeEntry(req, entry);
+      fuse_entry_param e = MakeEntry(req, *entry);
       need = fuse_add_direntry_plus(req, buf.data() + used, size - used, item.name.c_str(), &e,
                                     static_cast<off_t>(next));
+      if (need > size - used) {
+        if (!dots) fs.Forget(entry->ino, 1);
+        return false;
+      }
     } else {
       struct stat st;
       std::memset(&st, 0, sizeof st);
@@ -129,25 +243,28 @@ void ReadDirCommon(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, b
       st.st_mode = item.mode;
       need = fuse_add_direntry(req, buf.data() + used, size - used, item.name.c_str(), &st,
                                static_cast<off_t>(next));
+      if (need > size - used) return false;  // full: the kernel asks again from `next`
     }
-    if (need > size - used) return false;  // full: the kernel asks again from `next`
     used += need;
     return true;
   });
-  if (!failed.ok() && used == 0) return ReplyError(req, failed);
   fuse_reply_buf(req, buf.data(), used);
 }
 
-void OnReadDir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  ReadDirCommon(req, size, off, fi, false);
+void OnReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDirCommon(req, ino, size, off, fi, false);
 }
-void OnReadDirPlus(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  ReadDirCommon(req, size, off, fi, true);
+void OnReadDirPlus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  ReadDirCommon(req, ino, size, off, fi, true);
 }
 
 void OnReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete reinterpret_cast<DirHandle*>(fi->fh);
+  Fs(req).ReleaseDir(std::unique_ptr<DirHandle>(reinterpret_cast<DirHandle*>(fi->fh)));
   fuse_reply_err(req, 0);
+}
+
+void OnFsyncDir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
+  ReplyStatus(req, Fs(req).FsyncDir(ino, datasync != 0));
 }
 
 void OnStatFs(fuse_req_t req, fuse_ino_t) {
@@ -171,32 +288,35 @@ void OnGetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
 void OnListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   ReplyXattr(req, Fs(req).ListXattr(ino, size), size);
 }
+void OnSetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags) {
+  ReplyStatus(req, Fs(req).SetXattr(ino, name, std::string_view(value, size), flags));
+}
+void OnRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  ReplyStatus(req, Fs(req).RemoveXattr(ino, name));
+}
 
-// Everything that would change the tree, until the writable upper dir lands.
-void OnSetAttr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) {
-  ReplyError(req, Filesystem::ReadOnly());
+void OnMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  ReplyEntry(req, Fs(req).Mknod(parent, name, mode, rdev, CallerOf(req)));
 }
-void OnMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
-  ReplyError(req, Filesystem::ReadOnly());
+void OnMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  ReplyEntry(req, Fs(req).Mkdir(parent, name, mode, CallerOf(req)));
 }
-void OnMkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) {
-  ReplyError(req, Filesystem::ReadOnly());
+void OnSymlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  ReplyEntry(req, Fs(req).Symlink(parent, name, target, CallerOf(req)));
 }
-void OnUnlink(fuse_req_t req, fuse_ino_t, const char*) { ReplyError(req, Filesystem::ReadOnly()); }
-void OnSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) {
-  ReplyError(req, Filesystem::ReadOnly());
+void OnLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
+  ReplyEntry(req, Fs(req).Link(ino, new_parent, new_name));
 }
-void OnRename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) {
-  ReplyError(req, Filesystem::ReadOnly());
+void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  ReplyStatus(req, Fs(req).Unlink(parent, name));
 }
-void OnLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) {
-  ReplyError(req, Filesystem::ReadOnly());
+void OnRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  ReplyStatus(req, Fs(req).Rmdir(parent, name));
 }
-void OnCreate(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) {
-  ReplyError(req, Filesystem::ReadOnly());
-}
-void OnSetXattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) {
-  ReplyError(req, Filesystem::ReadOnly());
+void OnRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+              const char* new_name, unsigned flags) {
+  ReplyStatus(req, Fs(req).Rename(parent, name, new_parent, new_name, flags));
 }
 
 }  // namespace
@@ -209,27 +329,33 @@ fuse_lowlevel_ops MakeFuseOps() {
   ops.forget = OnForget;
   ops.forget_multi = OnForgetMulti;
   ops.getattr = OnGetAttr;
+  ops.setattr = OnSetAttr;
   ops.readlink = OnReadLink;
   ops.open = OnOpen;
+  ops.create = OnCreate;
   ops.read = OnRead;
+  ops.write = OnWrite;
+  ops.flush = OnFlush;
+  ops.release = OnRelease;
+  ops.fsync = OnFsync;
+  ops.fallocate = OnFallocate;
   ops.opendir = OnOpenDir;
   ops.readdir = OnReadDir;
   ops.readdirplus = OnReadDirPlus;
   ops.releasedir = OnReleaseDir;
+  ops.fsyncdir = OnFsyncDir;
   ops.statfs = OnStatFs;
   ops.getxattr = OnGetXattr;
   ops.listxattr = OnListXattr;
-  ops.setattr = OnSetAttr;
+  ops.setxattr = OnSetXattr;
+  ops.removexattr = OnRemoveXattr;
   ops.mknod = OnMknod;
   ops.mkdir = OnMkdir;
-  ops.unlink = OnUnlink;
-  ops.rmdir = OnUnlink;
   ops.symlink = OnSymlink;
-  ops.rename = OnRename;
   ops.link = OnLink;
-  ops.create = OnCreate;
-  ops.setxattr = OnSetXattr;
-  ops.removexattr = OnUnlink;
+  ops.unlink = OnUnlink;
+  ops.rmdir = OnRmdir;
+  ops.rename = OnRename;
   return ops;
 }
 

@@ -12,7 +12,7 @@ namespace imagefs::fs {
 
 // What every callback finds in fuse_req_userdata().
 struct FuseContext {
-  const Filesystem* filesystem = nullptr;
+  Filesystem* filesystem = nullptr;
   double entry_timeout_sec = 0;
   double attr_timeout_sec = 0;
   unsigned max_read = 0;

@@ -127,7 +127,7 @@ struct Session::Context {
   fuse_lowlevel_ops ops;
 };
 
-Result<std::unique_ptr<Session>> Session::Mount(const Filesystem& filesystem,
+Result<std::unique_ptr<Session>> Session::Mount(Filesystem& filesystem,
                                                 const SessionOptions& options) {
   struct stat st;
   if (::stat(options.mountpoint.c_str(), &st) != 0) {
@@ -173,11 +173,20 @@ Result<std::unique_ptr<Session>> Session::Mount(const Filesystem& filesystem,
                                       (why.empty() ? "" : ": " + why));
   }
   s->mounted_ = true;
+  // A directory copied up as a parent changes attributes (nlink) the kernel may hold for
+  // long: drop them. Attributes only (offset < 0), which takes no inode lock.
+  fuse_session* se = s->session_;
+  filesystem.SetAttrInvalidator([se](Ino ino) {
+    (void)fuse_lowlevel_notify_inval_inode(se, ino, -1, 0);
+  });
   return s;
 }
 
 Session::~Session() {
   if (session_ == nullptr) return;
+  if (context_ != nullptr && context_->fuse.filesystem != nullptr) {
+    context_->fuse.filesystem->SetAttrInvalidator(nullptr);
+  }
   fuse_remove_signal_handlers(session_);
   if (mounted_) fuse_session_unmount(session_);
   fuse_session_destroy(session_);

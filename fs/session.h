@@ -43,7 +43,7 @@ class Session {
   // Mounts `filesystem` (borrowed; it must outlive the Session) at options.mountpoint.
   // Fails with one line naming the mountpoint when it is missing, no directory, or the
   // kernel refuses; nothing is mounted then.
-  static Result<std::unique_ptr<Session>> Mount(const Filesystem& filesystem,
+  static Result<std::unique_ptr<Session>> Mount(Filesystem& filesystem,
                                                 const SessionOptions& options);
   ~Session();
   Session(const Session&) = delete;

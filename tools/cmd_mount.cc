@@ -1,7 +1,10 @@
-// imagefs mount [--read-only] [-f] IMAGE MOUNTPOINT and imagefs umount MOUNTPOINT.
+// imagefs mount [--upper DIR] [--read-only] [-f] IMAGE MOUNTPOINT and imagefs umount MOUNTPOINT.
 //
 // mount opens the image (manifest, config, each layer's index: nothing else is fetched)
-// and serves its merged tree read-only through FUSE; file bytes are fetched when read.
+// and serves its merged tree through FUSE; file bytes are fetched when read. Writable
+// unless --read-only: changes go to an upper dir (--upper DIR, reused or created; by
+// default a new --root/containers/<64 hex>/upper), its work dir is the sibling
+// <upper>.work, which also holds origin.json naming the base image.
 // By default it detaches: it forks first (before any thread or connection exists), the
 // child opens the image, mounts and reports through a pipe; the parent returns 0 only
 // once a stat of the mountpoint is answered by the new mount, else prints the child's one
@@ -13,7 +16,9 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,6 +28,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "fs/filesystem.h"
@@ -39,8 +46,10 @@ namespace {
 struct MountRequest {
   std::string image;
   std::string mountpoint;  // absolute
+  std::string upper;       // absolute; "" for a read-only mount
   std::string platform;
   bool debug = false;
+  bool new_upper = false;  // the upper dir was made for this mount: print it
 };
 
 // Tells the waiting parent (a pipe) how mounting went; it reads until EOF, so a failed
@@ -60,21 +69,51 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   };
   auto opened = OpenImageView(global, req.image, req.platform);
   if (!opened.ok()) return report_failure(opened.status());
-  fs::Filesystem filesystem(*opened->view);
+  std::unique_ptr<fs::Filesystem> filesystem;
+  UniqueFd upper_lock;  // held while serving: one mount per upper dir (freed even by kill -9)
+  if (req.upper.empty()) {
+    filesystem = std::make_unique<fs::Filesystem>(*opened->view);
+  } else {
+    const std::string work = req.upper + ".work";
+    if (Status made = MakeDirs(work, 0700); !made.ok()) return report_failure(made);
+    upper_lock.Reset(::open((work + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!upper_lock.valid()) return report_failure(Status::FromErrno(errno, work + "/lock"));
+    if (::flock(upper_lock.get(), LOCK_EX | LOCK_NB) != 0) {
+      return report_failure(
+          Status::FromErrno(EBUSY, "mount: upper dir " + req.upper + " is in use by another mount"));
+    }
+    auto writable = fs::Filesystem::OpenWritable(*opened->view, req.upper, work);
+    if (!writable.ok()) return report_failure(writable.status());
+    filesystem = std::move(*writable);
+    // What `imagefs diff UPPERDIR` reads to know the base image.
+    nlohmann::ordered_json origin;
+    origin["image"] = req.image;
+    origin["manifest_digest"] = opened->opened.image.manifest.digest;
+    if (Status st = WriteFileAtomic(work + "/origin.json", origin.dump() + "\n"); !st.ok()) {
+      return report_failure(st);
+    }
+    // Every upper node the kernel knows holds an O_PATH fd.
+    struct rlimit lim;
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+      lim.rlim_cur = lim.rlim_max;
+      (void)::setrlimit(RLIMIT_NOFILE, &lim);
+    }
+  }
 
   fs::SessionOptions options;
   options.mountpoint = req.mountpoint;
   options.subtype = req.image;
   options.allow_other = ::geteuid() == 0;
-  options.read_only = true;
+  options.read_only = req.upper.empty();
   options.debug = req.debug;
-  auto session = fs::Session::Mount(filesystem, options);
+  auto session = fs::Session::Mount(*filesystem, options);
   if (!session.ok()) return report_failure(session.status());
   MountRecord record;
   record.pid = ::getpid();
   record.image = req.image;
   record.manifest_digest = opened->opened.image.manifest.digest;
   record.mountpoint = req.mountpoint;
+  record.upper = req.upper;
   record.started = static_cast<int64_t>(::time(nullptr));
   if (Status recorded = RecordMount(global.root, record); !recorded.ok()) {
     LOG(kWarn) << "recording the mount: " << recorded.message();
@@ -82,6 +121,9 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   if (notify_fd >= 0) {
     Notify(notify_fd, "OK\n");
     ::close(notify_fd);
+  } else if (req.new_upper) {
+    std::printf("%s\n", req.upper.c_str());
+    std::fflush(stdout);
   }
   Status st = (*session)->Run();
   session->reset();  // unmounts if the loop ended by a signal
@@ -156,6 +198,22 @@ int MountDetached(const GlobalOptions& global, const MountRequest& req) {
                                "/logs/mount-" + std::to_string(pid) + ".log"));
 }
 
+// 64 random hex digits, as a docker container id.
+Result<std::string> NewContainerId() {
+  UniqueFd fd(::open("/dev/urandom", O_RDONLY | O_CLOEXEC));
+  unsigned char bytes[32];
+  if (!fd.valid() || ::read(fd.get(), bytes, sizeof bytes) != static_cast<ssize_t>(sizeof bytes)) {
+    return Status::FromErrno(errno, "reading /dev/urandom");
+  }
+  static const char kHex[] = "0123456789abcdef";
+  std::string id;
+  for (unsigned char b : bytes) {
+    id.push_back(kHex[b >> 4]);
+    id.push_back(kHex[b & 15]);
+  }
+  return id;
+}
+
 // An absolute form of path without touching the filesystem beyond getcwd (a dead FUSE
 // mountpoint cannot be stat'ed).
 std::string Absolute(const std::string& path) {
@@ -178,7 +236,11 @@ int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) 
                "imagefs mount");
   MountRequest req;
   bool read_only = false, foreground = false;
-  app.add_flag("--read-only", read_only, "Mount read-only (required until the upper dir lands)");
+  std::string upper;
+  app.add_flag("--read-only", read_only, "Mount read-only (writes fail with EROFS)");
+  app.add_option("--upper", upper,
+                 "Upper dir for changes (reused, or created); default: a new "
+                 "--root/containers/<id>/upper. Its work dir is <upper>.work");
   app.add_flag("-f,--foreground", foreground, "Serve in the foreground; Ctrl-C unmounts");
   app.add_flag("--debug", req.debug, "Log every FUSE request (with -f: to stderr)");
   app.add_option("--platform", req.platform, "os/arch[/variant] to pick from a multi-arch image");
@@ -186,8 +248,8 @@ int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) 
   app.add_option("MOUNTPOINT", req.mountpoint, "An existing directory")->required();
   if (int rc = ParseCommandLine(app, "mount", args); rc >= 0) return rc;
 
-  if (!read_only) {
-    return Fail(Status::Unsupported("writable mounts are not implemented yet; use --read-only"));
+  if (read_only && !upper.empty()) {
+    return Fail(Status::InvalidArgument("mount: --upper and --read-only exclude each other"));
   }
   struct stat st;
   if (::stat(req.mountpoint.c_str(), &st) != 0) {
@@ -197,8 +259,25 @@ int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) 
     return Fail(Status::FromErrno(ENOTDIR, "mount: " + req.mountpoint));
   }
   req.mountpoint = Absolute(req.mountpoint);
+  if (!read_only) {
+    if (upper.empty()) {
+      auto id = NewContainerId();
+      if (!id.ok()) return Fail(id.status());
+      upper = global.root + "/containers/" + *id + "/upper";
+      req.new_upper = true;
+    }
+    while (upper.size() > 1 && upper.back() == '/') upper.pop_back();
+    if (Status made = MakeDirs(upper, 0755); !made.ok()) return Fail(made.WithContext("mount"));
+    req.upper = Absolute(upper);
+    if (req.upper == req.mountpoint || req.upper.rfind(req.mountpoint + "/", 0) == 0) {
+      return Fail(Status::InvalidArgument("mount: the upper dir cannot be inside the mountpoint"));
+    }
+  }
   if (foreground) return Serve(global, req, -1);
-  return MountDetached(global, req);
+  int rc = MountDetached(global, req);
+  // A new container's upper dir: `mount --upper DIR` continues it.
+  if (rc == 0 && req.new_upper) std::printf("%s\n", req.upper.c_str());
+  return rc;
 }
 
 int RunMounts(const GlobalOptions& global, const std::vector<std::string>& args) {

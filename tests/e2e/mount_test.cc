@@ -382,9 +382,9 @@ TEST_F(MountTest, MountFailuresPrintOneLineAndLeaveNothingMounted) {
   EXPECT_EQ(LineCount(r.stderr_text), 1) << r.stderr_text;
   EXPECT_FALSE(IsMounted(mnt));
 
-  r = Imagefs({"mount", v.ref, mnt});
+  r = Imagefs({"mount", "--read-only", "--upper", *dir_ + "/upper", v.ref, mnt});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.stderr_text, "imagefs: writable mounts are not implemented yet; use --read-only\n");
+  EXPECT_EQ(r.stderr_text, "imagefs: mount: --upper and --read-only exclude each other\n");
   EXPECT_FALSE(IsMounted(mnt));
 }
 

@@ -200,10 +200,12 @@ TEST_F(FilesystemTest, OpenForWritingIsEROFS) {
   const Ino passwd = Path("etc/passwd");
   EXPECT_TRUE(fs_->Open(passwd, O_RDONLY).ok());
   for (int flags : {O_WRONLY, O_RDWR, O_RDONLY | O_TRUNC, O_WRONLY | O_APPEND, O_RDWR | O_CREAT}) {
-    Status st = fs_->Open(passwd, flags);
+    auto st = fs_->Open(passwd, flags);
     ASSERT_FALSE(st.ok()) << flags;
-    EXPECT_EQ(ErrnoOf(st), EROFS) << flags;
+    EXPECT_EQ(ErrnoOf(st.status()), EROFS) << flags;
   }
+  EXPECT_EQ(ErrnoOf(fs_->Mkdir(kRootIno, "d", 0755, Caller{}).status()), EROFS);
+  EXPECT_EQ(ErrnoOf(fs_->Unlink(Path("etc"), "passwd")), EROFS);
   EXPECT_EQ(ErrnoOf(Filesystem::ReadOnly()), EROFS);
 }
 

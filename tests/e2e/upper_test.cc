@@ -1,0 +1,465 @@
+// Writable imagefs mounts against kernel overlayfs: the busybox test image (pushed to a
+// real registry) is mounted writable, a shell scenario runs inside it, and the same
+// scenario runs on kernel overlayfs over the oracle tree (tests/testing/apply-layers). The
+// visible trees and the two upper dirs (entries, whiteouts, opaque markers) must match.
+// Then: a remount with the same --upper, kernel overlayfs over imagefs's upper dir, kill -9
+// of the daemon, and fstat of an unlinked open file.
+//
+// Every mount is undone by a guard's destructor (umount2 MNT_DETACH), also on failure.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "tests/e2e/imagefs_runner.h"
+#include "tests/testing/images.h"
+#include "tests/testing/registry.h"
+#include "util/file.h"
+#include "util/unique_fd.h"
+
+namespace imagefs::testing {
+namespace {
+
+using Json = nlohmann::json;
+
+bool IsMounted(const std::string& mountpoint) {
+  std::ifstream in("/proc/self/mountinfo");
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream f(line);
+    std::string id, parent, dev, root, point;
+    f >> id >> parent >> dev >> root >> point;
+    if (point == mountpoint) return true;
+  }
+  return false;
+}
+
+class ScopedMount {
+ public:
+  explicit ScopedMount(std::string dir) : dir_(std::move(dir)) {}
+  ~ScopedMount() {
+    for (int i = 0; i < 5 && IsMounted(dir_); ++i) {
+      if (::umount2(dir_.c_str(), MNT_DETACH) != 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+  }
+  ScopedMount(const ScopedMount&) = delete;
+  ScopedMount& operator=(const ScopedMount&) = delete;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+};
+
+// What the comparison looks at for one entry. Paths may exceed PATH_MAX, so the walk
+// goes through dirfds.
+struct Node {
+  mode_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  nlink_t nlink = 0;
+  off_t size = 0;     // not for directories (filesystems differ)
+  dev_t rdev = 0;
+  int64_t mtime = 0;  // 0 when changed during the scenario (both sides must agree on that)
+  std::string content;  // file bytes (sha-free: files are small) or link target
+  std::map<std::string, std::string> xattrs;  // trusted.overlay.* left out unless markers
+  bool operator==(const Node&) const = default;
+};
+
+std::map<std::string, std::string> XattrsAt(int dirfd, const std::string& name, bool markers) {
+  std::map<std::string, std::string> out;
+  const std::string path = "/proc/self/fd/" + std::to_string(dirfd) + "/" + name;
+  char names[4096];
+  ssize_t n = ::llistxattr(path.c_str(), names, sizeof names);
+  for (ssize_t pos = 0; n > 0 && pos < n;) {
+    std::string x = names + pos;
+    pos += static_cast<ssize_t>(x.size()) + 1;
+    const bool overlay = x.rfind("trusted.overlay.", 0) == 0;
+    if (markers ? x != "trusted.overlay.opaque" : overlay) continue;
+    char value[4096];
+    ssize_t len = ::lgetxattr(path.c_str(), x.c_str(), value, sizeof value);
+    out[x] = std::string(value, len > 0 ? static_cast<size_t>(len) : 0);
+  }
+  return out;
+}
+
+// Every entry under dirfd: "rel/path" -> Node. markers: compare as an upper dir (types,
+// whiteouts, opaque xattrs only).
+void Walk(int dirfd, const std::string& prefix, int64_t changed_after, bool markers,
+          std::map<std::string, Node>* out) {
+  int fd = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << prefix << ": " << std::strerror(errno);
+  DIR* d = ::fdopendir(fd);
+  ASSERT_NE(d, nullptr);
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  for (const std::string& name : names) {
+    const std::string rel = prefix + name;
+    struct stat st;
+    ASSERT_EQ(::fstatat(::dirfd(d), name.c_str(), &st, AT_SYMLINK_NOFOLLOW), 0) << rel;
+    Node node;
+    node.mode = st.st_mode;
+    node.xattrs = XattrsAt(::dirfd(d), name, markers);
+    if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) node.rdev = st.st_rdev;
+    if (!markers) {
+      node.uid = st.st_uid;
+      node.gid = st.st_gid;
+      node.nlink = st.st_nlink;
+      if (!S_ISDIR(st.st_mode)) node.size = st.st_size;
+      node.mtime = st.st_mtim.tv_sec >= changed_after ? 0 : st.st_mtim.tv_sec;
+      if (S_ISLNK(st.st_mode)) {
+        char target[4096];
+        ssize_t n = ::readlinkat(::dirfd(d), name.c_str(), target, sizeof target);
+        node.content.assign(target, n > 0 ? static_cast<size_t>(n) : 0);
+      } else if (S_ISREG(st.st_mode) && st.st_size < (1 << 20)) {
+        UniqueFd f(::openat(::dirfd(d), name.c_str(), O_RDONLY | O_CLOEXEC));
+        char buf[1 << 16];
+        for (ssize_t n; f.valid() && (n = ::read(f.get(), buf, sizeof buf)) > 0;) {
+          node.content.append(buf, static_cast<size_t>(n));
+        }
+      }
+    } else if (S_ISREG(st.st_mode)) {
+      node.mode = S_IFREG;  // an upper dir: which entries and markers, not their bytes
+    } else {
+      node.mode = st.st_mode & S_IFMT;
+    }
+    (*out)[rel] = node;
+    if (S_ISDIR(st.st_mode)) {
+      int sub = ::openat(::dirfd(d), name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      ASSERT_GE(sub, 0) << rel;
+      Walk(sub, rel + "/", changed_after, markers, out);
+      ::close(sub);
+    }
+  }
+  ::closedir(d);
+}
+
+std::map<std::string, Node> Tree(const std::string& dir, int64_t changed_after, bool markers) {
+  std::map<std::string, Node> out;
+  UniqueFd fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  EXPECT_TRUE(fd.valid()) << dir;
+  if (fd.valid()) Walk(fd.get(), "", changed_after, markers, &out);
+  return out;
+}
+
+void ExpectSameTrees(const std::map<std::string, Node>& got,
+                     const std::map<std::string, Node>& want) {
+  for (const auto& [path, node] : want) {
+    auto it = got.find(path);
+    if (it == got.end()) {
+      ADD_FAILURE() << "missing: " << path.substr(0, 200);
+      continue;
+    }
+    const Node& g = it->second;
+    EXPECT_EQ(g.mode, node.mode) << path.substr(0, 200);
+    EXPECT_EQ(g.uid, node.uid) << path;
+    EXPECT_EQ(g.gid, node.gid) << path;
+    EXPECT_EQ(g.nlink, node.nlink) << path;
+    EXPECT_EQ(g.size, node.size) << path;
+    EXPECT_EQ(g.rdev, node.rdev) << path;
+    EXPECT_EQ(g.mtime, node.mtime) << path;
+    EXPECT_TRUE(g.content == node.content) << path;
+    EXPECT_EQ(g.xattrs, node.xattrs) << path;
+  }
+  for (const auto& [path, node] : got) {
+    if (want.count(path) == 0) ADD_FAILURE() << "unexpected: " << path.substr(0, 200);
+  }
+}
+
+// The scenario, run with the tree as the current directory.
+const char kScenario[] = R"SH(
+set -eu
+echo created > data/created.txt
+echo appended >> data/hello.txt
+truncate -s 5 'data/with space.txt'
+chmod 0600 data/run.sh
+chown 1234:5678 data/owned.txt
+mkdir -p newdir/sub
+echo x > newdir/sub/f
+mkdir u3 newdir/sub3
+mv u3 u4
+mv newdir/sub3 newdir/sub4
+rm -r usr/share/doc/busybox
+mkdir usr/share/doc/busybox
+echo again > usr/share/doc/busybox/NEW
+rm bin/false data/rel-link
+mv data/run.sh data/run2.sh
+mv etc/group etc/group2
+mv data/olddir data/movedir
+ln data/created.txt data/created-link
+ln etc/passwd etc/passwd-link
+ln -s ../data/hello.txt newdir/sym
+python3 -c "import os; os.setxattr('data/xattr.txt', 'user.x', b'1')"
+mkfifo newdir/fifo
+name=$(printf 'd%.0s' $(seq 1 200))
+(for i in $(seq 1 25); do mkdir "$name"; cd "$name"; done; echo deep > leaf)
+)SH";
+
+class UpperTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto reg = TestRegistry::Start(RegistryFlavor::kPlain);
+    ASSERT_TRUE(reg.ok()) << reg.status().message();
+    registry_ = reg->release();
+    auto dir = MakeTempDir("/tmp", "upper-test-");
+    ASSERT_TRUE(dir.ok());
+    dir_ = new std::string(*dir);
+    auto image = TestImage("busybox");
+    ASSERT_TRUE(image.ok()) << image.status().message();
+    ref_ = new std::string(registry_->host() + "/t/busybox:gzip");
+    ASSERT_TRUE(PushImage(*registry_, *image, "t/busybox:gzip", false).ok());
+    const std::string dirout = *dir_ + "/busybox-dir";
+    auto c = registry_->RunSkopeo({"copy", "--quiet", "oci:" + *image, "dir:" + dirout});
+    ASSERT_TRUE(c.ok() && c->exit_code == 0) << (c.ok() ? c->Describe() : "");
+    auto manifest = ReadFile(dirout + "/manifest.json");
+    ASSERT_TRUE(manifest.ok());
+    std::string args;
+    const Json parsed = Json::parse(*manifest);
+    for (const Json& l : parsed["layers"]) {
+      args += " " + dirout + "/" + l["digest"].get<std::string>().substr(7);
+    }
+    oracle_ = new std::string(*dir_ + "/oracle");
+    Shell(std::string(IMAGEFS_SOURCE_DIR) + "/tests/testing/apply-layers " + *oracle_ + args);
+  }
+  static void TearDownTestSuite() {
+    delete registry_;
+    registry_ = nullptr;
+    if (dir_ != nullptr) (void)RemoveAll(*dir_);
+    delete dir_;
+    delete ref_;
+    delete oracle_;
+  }
+
+  void SetUp() override {
+    ASSERT_NE(registry_, nullptr);
+    auto d = MakeTempDir(*dir_, "case-");
+    ASSERT_TRUE(d.ok());
+    case_ = *d;
+    root_ = case_ + "/root";
+  }
+
+  ProcessResult Imagefs(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--root", root_});
+    return RunImagefs(args, registry_->client_env());
+  }
+
+  std::string Dir(const std::string& name) {
+    const std::string d = case_ + "/" + name;
+    EXPECT_TRUE(MakeDirs(d).ok());
+    return d;
+  }
+
+  // Kernel overlayfs over the oracle, as imagefs layers it (no redirect_dir: lower dirs
+  // are not renamed; no index: copy-up breaks hard links).
+  void MountOverlay(const std::string& upper, const std::string& work, const std::string& mnt) {
+    Shell("mount -t overlay overlay -o lowerdir=" + *oracle_ + ",upperdir=" + upper +
+          ",workdir=" + work + ",redirect_dir=off,index=off,metacopy=off " + mnt);
+  }
+
+  pid_t DaemonPid(const std::string& mnt) {
+    ProcessResult r = Imagefs({"mounts"});
+    for (const std::string& line : Lines(r.stdout_text)) {
+      std::istringstream f(line);
+      std::string point, image, upper, pid;
+      f >> point >> image >> upper >> pid;
+      if (point == mnt) return std::stoi(pid);
+    }
+    return 0;
+  }
+
+  static TestRegistry* registry_;
+  static std::string* dir_;
+  static std::string* ref_;
+  static std::string* oracle_;
+  std::string case_, root_;
+};
+
+TestRegistry* UpperTest::registry_ = nullptr;
+std::string* UpperTest::dir_ = nullptr;
+std::string* UpperTest::ref_ = nullptr;
+std::string* UpperTest::oracle_ = nullptr;
+
+TEST_F(UpperTest, AScenarioLeavesTheSameTreeAndUpperDirAsKernelOverlayfs) {
+  const int64_t start = static_cast<int64_t>(::time(nullptr)) - 1;
+  const std::string upper = Dir("upper");
+  ScopedMount mnt(Dir("mnt"));
+  ProcessResult r = Imagefs({"mount", "--upper", upper, *ref_, mnt.dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  // origin.json names the base image.
+  auto origin = ReadFile(upper + ".work/origin.json");
+  ASSERT_TRUE(origin.ok());
+  const Json o = Json::parse(*origin);
+  EXPECT_EQ(o["image"], *ref_);
+  EXPECT_EQ(o["manifest_digest"].get<std::string>().rfind("sha256:", 0), 0u);
+  EXPECT_NE(Imagefs({"mounts"}).stdout_text.find(upper), std::string::npos);
+  {
+    // One mount per upper dir.
+    ScopedMount second(Dir("mnt-second"));
+    ProcessResult again = Imagefs({"mount", "--upper", upper, *ref_, second.dir()});
+    EXPECT_EQ(again.exit_code, 1);
+    EXPECT_EQ(LineCount(again.stderr_text), 1) << again.stderr_text;
+    EXPECT_NE(again.stderr_text.find("is in use by another mount"), std::string::npos)
+        << again.stderr_text;
+    EXPECT_FALSE(IsMounted(second.dir()));
+  }
+
+  ScopedMount ovl(Dir("ovl"));
+  const std::string kupper = Dir("kupper"), kwork = Dir("kwork");
+  MountOverlay(kupper, kwork, ovl.dir());
+
+  Shell("cd " + mnt.dir() + " && " + kScenario);
+  Shell("cd " + ovl.dir() + " && " + kScenario);
+  // A lower directory cannot be renamed (EXDEV, as overlayfs without redirect_dir), yet mv
+  // got there by copying.
+  for (const std::string& m : {mnt.dir(), ovl.dir()}) {
+    EXPECT_EQ(Shell("python3 -c \"import os, errno\ntry:\n  os.rename('" + m + "/bin', '" + m +
+                    "/bin2')\nexcept OSError as e:\n  print(errno.errorcode[e.errno])\""),
+              "EXDEV\n")
+        << m;
+  }
+  ExpectSameTrees(Tree(mnt.dir(), start, false), Tree(ovl.dir(), start, false));
+  ExpectSameTrees(Tree(upper, start, true), Tree(kupper, start, true));
+  const auto markers = Tree(upper, start, true);
+  ASSERT_EQ(markers.count("data/olddir"), 1u);
+  EXPECT_EQ(markers.at("data/olddir").mode, S_IFCHR) << "a whiteout";
+  ASSERT_EQ(markers.count("usr/share/doc/busybox"), 1u);
+  EXPECT_EQ(markers.at("usr/share/doc/busybox").xattrs.count("trusted.overlay.opaque"), 1u);
+
+  // Unmount and mount again with the same upper dir: the same tree.
+  ASSERT_EQ(Imagefs({"umount", mnt.dir()}).exit_code, 0);
+  for (int i = 0; i < 50 && DaemonPid(mnt.dir()) != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  r = Imagefs({"mount", "--upper", upper, *ref_, mnt.dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  ExpectSameTrees(Tree(mnt.dir(), start, false), Tree(ovl.dir(), start, false));
+  ASSERT_EQ(Imagefs({"umount", mnt.dir()}).exit_code, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+
+  // Kernel overlayfs reads imagefs's upper dir the same way.
+  ScopedMount ovl2(Dir("ovl2"));
+  MountOverlay(upper, upper + ".work", ovl2.dir());
+  ExpectSameTrees(Tree(ovl2.dir(), start, false), Tree(ovl.dir(), start, false));
+}
+
+TEST_F(UpperTest, AfterKillNineUmountClearsTheMountAndFsyncedDataSurvives) {
+  ScopedMount mnt(Dir("mnt"));
+  ProcessResult r = Imagefs({"mount", *ref_, mnt.dir()});  // a new container's upper dir
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  ProcessResult list = Imagefs({"mounts"});
+  const std::string containers = root_ + "/containers/";
+  const size_t at = list.stdout_text.find(containers);
+  ASSERT_NE(at, std::string::npos) << list.stdout_text;
+  const std::string id = list.stdout_text.substr(at + containers.size(), 64);
+  EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
+  const std::string upper = containers + id + "/upper";
+  EXPECT_EQ(r.stdout_text, upper + "\n") << "a new container's upper dir is printed";
+  EXPECT_TRUE(PathExists(upper + ".work/origin.json"));
+
+  Shell("python3 -c \"import os\nfd = os.open('" + mnt.dir() +
+        "/data/synced', os.O_CREAT | os.O_WRONLY, 0o644)\nos.write(fd, b'durable')\n"
+        "os.fsync(fd)\nos.close(fd)\"");
+  const pid_t pid = DaemonPid(mnt.dir());
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);  // the daemon this test started
+  for (int i = 0; i < 50 && ::kill(pid, 0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(IsMounted(mnt.dir()));
+  r = Imagefs({"umount", mnt.dir()});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_FALSE(IsMounted(mnt.dir()));
+  r = Imagefs({"mount", "--upper", upper, *ref_, mnt.dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(Shell("cat " + mnt.dir() + "/data/synced"), "durable");
+  EXPECT_EQ(Shell("cat " + mnt.dir() + "/data/hello.txt"), "hello from imagefs\n");
+  ASSERT_EQ(Imagefs({"umount", mnt.dir()}).exit_code, 0);
+}
+
+TEST_F(UpperTest, PosixCornersOnTheMount) {
+  ScopedMount mnt(Dir("mnt"));
+  ProcessResult r = Imagefs({"mount", "--upper", Dir("upper"), *ref_, mnt.dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const std::string m = mnt.dir();
+  // fstat of an unlinked open file: nlink 0.
+  EXPECT_EQ(Shell("python3 -c \"import os\nfd = os.open('" + m +
+                  "/data/tmpfile', os.O_CREAT | os.O_RDWR, 0o644)\nos.write(fd, b'abc')\n"
+                  "os.unlink('" + m + "/data/tmpfile')\nst = os.fstat(fd)\n"
+                  "print(st.st_nlink, st.st_size)\""),
+            "0 3\n");
+  // copy_file_range and O_DIRECT give the right bytes.
+  const std::string copied =
+      Shell("python3 -c \"import os\nsrc = os.open('" + m + "/data/hello.txt', os.O_RDONLY)\n"
+            "dst = os.open('" + m + "/data/copy', os.O_CREAT | os.O_WRONLY, 0o644)\n"
+            "n = os.copy_file_range(src, dst, 100)\nprint(n)\"");
+  EXPECT_EQ(copied, "19\n");
+  EXPECT_EQ(Shell("cat " + m + "/data/copy"), "hello from imagefs\n");
+  EXPECT_EQ(Shell("dd if=" + m + "/data/big.bin bs=1M count=2 iflag=direct status=none | sha256sum"),
+            Shell("head -c 2097152 " + *oracle_ + "/data/big.bin | sha256sum"));
+  Shell("head -c 1048576 " + *oracle_ + "/data/big.bin > " + case_ + "/one-mib && dd if=" + case_ +
+        "/one-mib of=" + m + "/data/direct bs=1M oflag=direct status=none");
+  EXPECT_EQ(Shell("sha256sum < " + m + "/data/direct"), Shell("sha256sum < " + case_ + "/one-mib"));
+  // mknod of a whiteout is refused; long names are ENAMETOOLONG.
+  Shell("mknod " + m + "/wh c 0 0 2>/dev/null", &r.exit_code);
+  EXPECT_NE(r.exit_code, 0);
+  const std::string longname(256, 'n');
+  EXPECT_EQ(::mkdir((m + "/" + longname).c_str(), 0755), -1);
+  EXPECT_EQ(errno, ENAMETOOLONG);
+  // A non-root writer loses set-uid (the kernel asks for it through setattr).
+  Shell("cd " + m + " && echo '#!/bin/sh' > suid && chmod 4777 suid && "
+        "setpriv --reuid=1000 --regid=1000 --clear-groups sh -c 'echo x >> suid'");
+  struct stat st;
+  ASSERT_EQ(::stat((m + "/suid").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0777u);
+  // Eight writers at once (the multi-threaded loop, one table lock).
+  Shell("mkdir " + m + "/par && seq 1 400 | xargs -P8 -I{} sh -c 'echo {} > " + m +
+        "/par/{} && cat " + m + "/par/{} > /dev/null && rm " + m + "/par/{} || exit 255' && "
+        "seq 1 400 | xargs -P8 -I{} sh -c 'echo {} > " + m + "/par/f{}'");
+  EXPECT_EQ(Shell("ls " + m + "/par | wc -l"), "400\n");
+  EXPECT_EQ(Shell("cat " + m + "/par/f123"), "123\n");
+  // statfs is the upper dir's filesystem: writable, with free space.
+  EXPECT_EQ(Shell("stat -f -c %a " + m + " | awk '{print ($1 > 0)}'"), "1\n");
+  ASSERT_EQ(Imagefs({"umount", m}).exit_code, 0);
+}
+
+TEST_F(UpperTest, AForegroundWritableMountUnmountsCleanlyOnSigterm) {
+  ScopedMount mnt(Dir("mnt"));
+  const std::string upper = case_ + "/upper";
+  ProcessOptions o;
+  o.argv = {ImagefsBinary(), "--root", root_, "mount", "-f", "--upper", upper, *ref_, mnt.dir()};
+  o.env_set = registry_->client_env();
+  o.env_remove = {"REGISTRY_AUTH_FILE", "CONTAINERS_REGISTRIES_CONF", "IMAGEFS_ROOT"};
+  auto proc = BackgroundProcess::Start(o, case_ + "/foreground.log");
+  ASSERT_TRUE(proc.ok()) << proc.status().message();
+  for (int i = 0; i < 200 && !IsMounted(mnt.dir()); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(IsMounted(mnt.dir())) << *ReadFile(proc->log_path());
+  Shell("echo kept > " + mnt.dir() + "/data/kept.txt && rm " + mnt.dir() + "/data/hello.txt");
+  EXPECT_EQ(proc->Stop(std::chrono::seconds(10)), 0);  // SIGTERM to the process we started
+  EXPECT_FALSE(IsMounted(mnt.dir()));
+  EXPECT_EQ(*ReadFile(upper + "/data/kept.txt"), "kept\n");
+  struct stat st;
+  ASSERT_EQ(::lstat((upper + "/data/hello.txt").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) << "a whiteout";
+}
+
+}  // namespace
+}  // namespace imagefs::testing
