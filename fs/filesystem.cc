@@ -481,7 +481,9 @@ Result<size_t> Filesystem::ReadLower(Ino lower_ino, uint64_t offset, std::span<u
   const uint64_t want = std::min<uint64_t>(out.size(), a.size - offset);
   size_t done = 0;
   while (done < want) {
-    ASSIGN_OR_RETURN(size_t n, view_.ReadFile(lower_ino, offset + done, out.subspan(done, want - done)));
+    std::span<uint8_t> rest = out.subspan(done, want - done);
+    ASSIGN_OR_RETURN(size_t n, read_lower_ ? read_lower_(lower_ino, offset + done, rest)
+                                           : view_.ReadFile(lower_ino, offset + done, rest));
     if (n == 0) break;
     done += n;
   }

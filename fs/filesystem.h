@@ -209,6 +209,10 @@ class Filesystem {
   // without the kernel asking (a directory copied up as a parent): the session tells the
   // kernel to drop its cached attributes. Set before serving.
   void SetAttrInvalidator(std::function<void(Ino)> fn) { invalidate_ = std::move(fn); }
+  // How lower file bytes are read (default: the view's ReadFile); the mount reads through
+  // the chunk cache (store::CachedFileReader). Set before serving.
+  using LowerReader = std::function<Result<size_t>(Ino, uint64_t, std::span<uint8_t>)>;
+  void SetLowerReader(LowerReader fn) { read_lower_ = std::move(fn); }
 
   // The parent directory of a directory (the root's is itself), for "..".
   Ino ParentOf(Ino dir) const;
@@ -222,6 +226,7 @@ class Filesystem {
 
   // The one place lower file bytes are read (copy-up and lower reads).
   Result<size_t> ReadLower(Ino lower_ino, uint64_t offset, std::span<uint8_t> out) const;
+  LowerReader read_lower_;
 
   // All below: mu_ held.
   Node* Find(Ino ino) const;

@@ -27,12 +27,18 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "fs/filesystem.h"
+#include "store/prefetch.h"
 #include "fs/session.h"
 #include "tools/format.h"
 #include "tools/image_view.h"
@@ -50,6 +56,79 @@ struct MountRequest {
   std::string platform;
   bool debug = false;
   bool new_upper = false;  // the upper dir was made for this mount: print it
+  PullPolicy pull = PullPolicy::kMissing;
+  std::string prefetch = "auto";  // auto | none | all
+  std::string record_profile;     // absolute; "" for none
+};
+
+// Runs beside the session: prefetch (store/prefetch.h), and the mount record's
+// fetched-bytes count refreshed every second while it changes.
+class Background {
+ public:
+  Background(const GlobalOptions& global, const MountRequest& req, ImageView& image,
+             MountRecord record)
+      : global_(global), req_(req), image_(image), record_(std::move(record)) {}
+  ~Background() { Stop(); }
+
+  void Start() {
+    if (req_.prefetch != "none") {
+      prefetch_ = std::thread([this] {
+        store::PrefetchOptions options;
+        options.all = req_.prefetch == "all";
+        options.stop = &stop_;
+        auto stats = store::Prefetch(
+            *image_.view, *image_.reader,
+            [this](uint32_t layer) { return image_.preloaders[layer]; }, options);
+        if (!stats.ok()) {
+          LOG(kWarn) << "prefetch: " << stats.status().message();
+        } else {
+          LOG(kInfo) << "prefetch: " << stats->files << " files (" << stats->bytes
+                     << " bytes) fetched, " << stats->skipped << " already cached";
+        }
+      });
+    }
+    stats_ = std::thread([this] {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (!cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stop_.load(); })) {
+        const uint64_t fetched = image_.fetched_bytes->load();
+        if (fetched == record_.fetched_bytes) continue;
+        record_.fetched_bytes = fetched;
+        (void)RecordMount(global_.root, record_);
+      }
+    });
+  }
+
+  // Ends prefetch and the stats thread; stores what was read and writes the profile.
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) return;
+      stopped_ = true;
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (prefetch_.joinable()) prefetch_.join();
+    if (stats_.joinable()) stats_.join();
+    image_.reader->Flush();
+    if (!req_.record_profile.empty()) {
+      const std::string text = store::ProfileText(*image_.view, image_.reader->ReadOrder());
+      if (Status st = WriteFileAtomic(req_.record_profile, text); !st.ok()) {
+        LOG(kError) << "--record-profile: " << st.message();
+      }
+    }
+  }
+
+ private:
+  const GlobalOptions& global_;
+  const MountRequest& req_;
+  ImageView& image_;
+  MountRecord record_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<bool> stop_{false};
+  bool stopped_ = false;
+  std::thread prefetch_;
+  std::thread stats_;
 };
 
 // Tells the waiting parent (a pipe) how mounting went; it reads until EOF, so a failed
@@ -67,8 +146,9 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
     }
     return Fail(st);
   };
-  auto opened = OpenImageView(global, req.image, req.platform);
+  auto opened = OpenImageView(global, req.image, req.platform, req.pull);
   if (!opened.ok()) return report_failure(opened.status());
+  if (!req.record_profile.empty()) opened->reader->RecordReadOrder();
   std::unique_ptr<fs::Filesystem> filesystem;
   UniqueFd upper_lock;  // held while serving: one mount per upper dir (freed even by kill -9)
   if (req.upper.empty()) {
@@ -100,6 +180,11 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
     }
   }
 
+  store::CachedFileReader* reader = opened->reader.get();
+  filesystem->SetLowerReader([reader](fs::Ino ino, uint64_t offset, std::span<uint8_t> out) {
+    return reader->Read(ino, offset, out);
+  });
+
   fs::SessionOptions options;
   options.mountpoint = req.mountpoint;
   options.subtype = req.image;
@@ -118,6 +203,8 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   if (Status recorded = RecordMount(global.root, record); !recorded.ok()) {
     LOG(kWarn) << "recording the mount: " << recorded.message();
   }
+  Background background(global, req, *opened, record);
+  background.Start();
   if (notify_fd >= 0) {
     Notify(notify_fd, "OK\n");
     ::close(notify_fd);
@@ -127,6 +214,7 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   }
   Status st = (*session)->Run();
   session->reset();  // unmounts if the loop ended by a signal
+  background.Stop();
   ForgetMount(global.root, record.pid);
   if (!st.ok()) {
     LOG(kError) << st.message();
@@ -244,9 +332,25 @@ int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) 
   app.add_flag("-f,--foreground", foreground, "Serve in the foreground; Ctrl-C unmounts");
   app.add_flag("--debug", req.debug, "Log every FUSE request (with -f: to stderr)");
   app.add_option("--platform", req.platform, "os/arch[/variant] to pick from a multi-arch image");
+  std::string pull = "missing";
+  app.add_option("--pull", pull,
+                 "missing: use a stored (pulled) image as is, else the registry's (default); "
+                 "always: ask the registry; never: only a stored image");
+  app.add_option("--prefetch", req.prefetch,
+                 "auto: fetch the image's prefetch files (eStargz landmark, imagefs convert "
+                 "--prefetch-profile) first (default); all: then every other file in the "
+                 "background; none")
+      ->check(CLI::IsMember({"auto", "none", "all"}));
+  app.add_option("--record-profile", req.record_profile,
+                 "At unmount, write the paths of lower files in first-read order (for "
+                 "imagefs convert --prefetch-profile)");
   app.add_option("IMAGE", req.image, "The image")->required();
   app.add_option("MOUNTPOINT", req.mountpoint, "An existing directory")->required();
   if (int rc = ParseCommandLine(app, "mount", args); rc >= 0) return rc;
+  auto policy = ParsePullPolicy(pull);
+  if (!policy.ok()) return Fail(policy.status().WithContext("mount"));
+  req.pull = *policy;
+  if (!req.record_profile.empty()) req.record_profile = Absolute(req.record_profile);
 
   if (read_only && !upper.empty()) {
     return Fail(Status::InvalidArgument("mount: --upper and --read-only exclude each other"));
@@ -287,14 +391,15 @@ int RunMounts(const GlobalOptions& global, const std::vector<std::string>& args)
   if (int rc = ParseCommandLine(app, "mounts", args); rc >= 0) return rc;
   auto mounts = LiveMounts(global.root);
   if (!mounts.ok()) return Fail(mounts.status());
-  std::string table = quiet ? "" : "MOUNTPOINT\tIMAGE\tUPPER\tPID\n";
+  std::string table = quiet ? "" : "MOUNTPOINT\tIMAGE\tUPPER\tFETCHED\tPID\n";
   for (const MountRecord& m : *mounts) {
     if (quiet) {
       table += m.mountpoint + "\n";
       continue;
     }
     table += m.mountpoint + "\t" + m.image + "\t" + (m.upper.empty() ? "(read-only)" : m.upper) +
-             "\t" + std::to_string(m.pid) + "\n";
+             "\t" + HumanSize(static_cast<double>(m.fetched_bytes)) + "\t" +
+             std::to_string(m.pid) + "\n";
   }
   std::fputs(quiet ? table.c_str() : TabWrite(table).c_str(), stdout);
   return 0;

@@ -30,6 +30,7 @@ Status RecordMount(const std::string& root, const MountRecord& r) {
   j["mountpoint"] = r.mountpoint;
   j["upper"] = r.upper;
   j["started"] = r.started;
+  j["fetched_bytes"] = r.fetched_bytes;
   return WriteFileAtomic(PathOf(root, r.pid), j.dump() + "\n");
 }
 
@@ -55,6 +56,7 @@ Result<std::vector<MountRecord>> LiveMounts(const std::string& root) {
       r.mountpoint = j["mountpoint"].get<std::string>();
       if (j["upper"].is_string()) r.upper = j["upper"].get<std::string>();
       if (j["started"].is_number_integer()) r.started = j["started"].get<int64_t>();
+      if (j["fetched_bytes"].is_number_unsigned()) r.fetched_bytes = j["fetched_bytes"].get<uint64_t>();
     }
     if (!Alive(r.pid) || !fs::IsImagefsMount(r.mountpoint)) {
       (void)RemoveAll(path);  // the server is gone or no longer serves there

@@ -20,6 +20,7 @@ struct MountRecord {
   std::string mountpoint;       // absolute
   std::string upper;            // the writable upper dir ("" while mounts are read-only)
   int64_t started = 0;          // unix seconds
+  uint64_t fetched_bytes = 0;   // read from the registry so far (refreshed while serving)
 };
 
 // Written atomically (temp file + rename).

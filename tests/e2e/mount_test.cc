@@ -14,6 +14,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -316,6 +317,91 @@ TEST_F(MountTest, MountsListsLiveMountsAndRmiRefusesAMountedImage) {
   EXPECT_EQ(Imagefs({"mounts", "-q"}).stdout_text, "");
   rmi = Imagefs({"rmi", v.ref});
   EXPECT_EQ(rmi.exit_code, 0) << rmi.Describe();
+}
+
+// Reads through the mount land in the chunk cache (a second mount of the image reads the
+// 20 MiB file without fetching it again), and `imagefs mounts` shows the bytes fetched.
+TEST_F(MountTest, MountReadsFillTheChunkCacheAndMountsShowsBytesFetched) {
+  const Variant& v = variants_->back();
+  const std::string want = *ReadFile(*oracle_ + "/data/big.bin");
+  registry_->SettledBytesSent();
+  registry_->ResetCounters();
+  uint64_t first_sent = 0;
+  {
+    ScopedMount mnt(NewMountpoint());
+    ProcessResult r = Imagefs({"mount", "--read-only", v.ref, mnt.dir()});
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    EXPECT_TRUE(Shell("cmp " + mnt.dir() + "/data/big.bin " + *oracle_ + "/data/big.bin && echo same") ==
+                "same\n");
+    std::string fetched;
+    for (int i = 0; i < 50 && (fetched.empty() || fetched == "0B"); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      for (const std::string& line : Lines(Imagefs({"mounts"}).stdout_text)) {
+        std::istringstream fields(line);
+        std::string point, image, upper, bytes;
+        fields >> point >> image >> upper >> bytes;
+        if (point == mnt.dir()) fetched = bytes;
+      }
+    }
+    EXPECT_EQ(fetched.find("MB"), fetched.size() - 2) << "FETCHED " << fetched;
+    ASSERT_EQ(Imagefs({"umount", mnt.dir()}).exit_code, 0);
+    first_sent = registry_->SettledBytesSent();
+  }
+  EXPECT_GT(first_sent, 20u << 20);
+  registry_->ResetCounters();
+  ScopedMount again(NewMountpoint());
+  ProcessResult r = Imagefs({"mount", "--read-only", v.ref, again.dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(Shell("cmp " + again.dir() + "/data/big.bin " + *oracle_ + "/data/big.bin && echo same") ==
+              "same\n");
+  const uint64_t second_sent = registry_->SettledBytesSent();
+  EXPECT_LT(second_sent, 64u << 10) << "the second mount should read the file from the cache";
+  std::printf("mount + read of a 20 MiB file: %llu bytes from the registry; again: %llu\n",
+              static_cast<unsigned long long>(first_sent),
+              static_cast<unsigned long long>(second_sent));
+}
+
+// --record-profile writes the first-read order; convert puts those files first; a cold
+// mount of the converted image prefetches them, so reading them afterwards costs nothing.
+TEST_F(MountTest, RecordedProfileConvertedImagePrefetchesItsFiles) {
+  const Variant& v = variants_->back();
+  const std::string profile = root_ + "/profile.txt";
+  {
+    ScopedMount mnt(NewMountpoint());
+    ProcessResult r = Imagefs({"mount", "--read-only", "--record-profile", profile, v.ref, mnt.dir()});
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    Shell("cat " + mnt.dir() + "/etc/passwd " + mnt.dir() + "/data/run.sh " + mnt.dir() +
+          "/usr/share/doc/busybox/README >/dev/null");
+    ASSERT_EQ(Imagefs({"umount", mnt.dir()}).exit_code, 0);
+    for (int i = 0; i < 50 && !PathExists(profile); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  auto text = ReadFile(profile);
+  ASSERT_TRUE(text.ok()) << text.status().message();
+  EXPECT_EQ(*text, "/etc/passwd\n/data/run.sh\n/usr/share/doc/busybox/README\n");
+
+  const std::string dst = registry_->host() + "/t/busybox:profiled";
+  ProcessResult c = Imagefs({"convert", "--prefetch-profile", profile, v.ref, dst});
+  ASSERT_EQ(c.exit_code, 0) << c.Describe();
+  auto cold = MakeTempDir(*dir_, "cold-root-");
+  ASSERT_TRUE(cold.ok());
+  auto cold_imagefs = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--root", *cold});
+    return RunImagefs(args, registry_->client_env());
+  };
+  ScopedMount mnt(NewMountpoint());
+  ProcessResult r = cold_imagefs({"mount", "--read-only", dst, mnt.dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  // Prefetch runs in the background: wait until the registry has stopped sending.
+  registry_->SettledBytesSent();
+  registry_->ResetCounters();
+  EXPECT_EQ(Shell("cat " + mnt.dir() + "/data/run.sh"), *ReadFile(*oracle_ + "/data/run.sh"));
+  Shell("cat " + mnt.dir() + "/etc/passwd " + mnt.dir() + "/usr/share/doc/busybox/README >/dev/null");
+  EXPECT_EQ(registry_->SettledBytesSent(), 0u) << "the profile's files should have been prefetched";
+  // A file outside the profile is still fetched on demand.
+  Shell("cat " + mnt.dir() + "/data/owned.txt >/dev/null");
+  EXPECT_GT(registry_->SettledBytesSent(), 0u);
 }
 
 TEST_F(MountTest, AProcessStartsFromTheMount) {

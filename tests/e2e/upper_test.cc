@@ -277,8 +277,9 @@ class UpperTest : public ::testing::Test {
     ProcessResult r = Imagefs({"mounts"});
     for (const std::string& line : Lines(r.stdout_text)) {
       std::istringstream f(line);
-      std::string point, image, upper, pid;
-      f >> point >> image >> upper >> pid;
+      std::string point, field, pid;
+      f >> point;
+      while (f >> field) pid = field;  // PID is the last column
       if (point == mnt) return std::stoi(pid);
     }
     return 0;
