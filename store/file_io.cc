@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -74,9 +75,14 @@ class UringIo final : public FileIo {
   }
 
  private:
+  // A ring's queues are shared memory: after fork() the child would share its parent's
+  // ring, and the two would consume each other's completions (a write "done" before its
+  // data landed). So a ring belongs to the process that made it; a forked child makes its
+  // own (tearing down its copy only unmaps the child's view and closes the child's fd).
   struct Ring {
     io_uring ring{};
     bool ok = false;
+    pid_t owner = ::getpid();
     Ring() { ok = io_uring_queue_init(8, &ring, 0) == 0; }
     ~Ring() {
       if (ok) io_uring_queue_exit(&ring);
@@ -84,7 +90,9 @@ class UringIo final : public FileIo {
   };
 
   static Result<int> Submit(int fd, uint64_t offset, uint8_t* buf, size_t len, bool read) {
-    thread_local Ring ring;
+    thread_local std::unique_ptr<Ring> owned;
+    if (!owned || owned->owner != ::getpid()) owned = std::make_unique<Ring>();
+    Ring& ring = *owned;
     if (!ring.ok) return Status::Unsupported("io_uring: cannot set up a ring");
     for (;;) {
       io_uring_sqe* sqe = io_uring_get_sqe(&ring.ring);

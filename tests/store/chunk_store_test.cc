@@ -148,6 +148,40 @@ TEST_P(ChunkStoreTest, ReopenKeepsChunksAndDropsUnfinishedWrites) {
   EXPECT_EQ(s->Stats().chunks, 1u);
 }
 
+// A child forked after its parent used the store writes through its own io_uring ring:
+// sharing the parent's (the queues are shared memory) mixed up completions, so a chunk
+// could be renamed into place before its bytes were written.
+TEST_P(ChunkStoreTest, AForkedChildWritesThroughItsOwnRing) {
+  auto parent = Open();
+  ASSERT_NE(parent, nullptr);
+  std::string a = Bytes(64 << 10, 41);
+  ASSERT_TRUE(parent->Put(D(a), Span(a)).ok());
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto child = Open();
+    int bad = 0;
+    for (uint64_t i = 0; i < 200; ++i) {
+      std::string c = Bytes(64 << 10, 5000 + i);
+      if (!child->Put(D(c), Span(c)).ok()) ++bad;
+      auto back = child->Get(D(c));
+      if (!back.ok() || *back != c) ++bad;
+    }
+    ::_exit(bad == 0 ? 0 : 1);
+  }
+  // The parent keeps using its ring meanwhile.
+  for (uint64_t i = 0; i < 200; ++i) {
+    std::string c = Bytes(64 << 10, 9000 + i);
+    ASSERT_TRUE(parent->Put(D(c), Span(c)).ok());
+    auto back = parent->Get(D(c));
+    ASSERT_TRUE(back.ok());
+    ASSERT_EQ(*back, c);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
 // A writer process is killed with SIGKILL at random moments; every chunk visible after a
 // reopen must be whole and match its name.
 TEST_P(ChunkStoreTest, KillNineAtRandomPointsLeavesOnlyValidChunks) {
