@@ -16,6 +16,7 @@
 
 #include "tests/e2e/imagefs_runner.h"
 #include "tests/testing/images.h"
+#include "tests/testing/process.h"
 #include "tests/testing/registry.h"
 #include "util/file.h"
 
@@ -220,6 +221,30 @@ TEST_F(RunTest, DetachedContainersShowAsUpAndRmForceKillsThem) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
   EXPECT_TRUE(ListNames(root_ + "/containers").empty());
   EXPECT_EQ(Imagefs({"mounts", "-q"}).stdout_text, "");
+}
+
+TEST_F(RunTest, SigtermReachesTheContainerAndNetNoneHasOnlyLoopback) {
+  ProcessOptions o;
+  o.argv = {ImagefsBinary(), "--root", root_, "run", "--rm", *ref_, "sh", "-c",
+            "trap 'echo got TERM; exit 3' TERM; echo ready; while true; do sleep 0.1; done"};
+  o.env_set = registry_->client_env();
+  o.env_remove = {"REGISTRY_AUTH_FILE", "CONTAINERS_REGISTRIES_CONF", "IMAGEFS_ROOT"};
+  auto proc = BackgroundProcess::Start(o, root_ + ".log");
+  ASSERT_TRUE(proc.ok()) << proc.status().message();
+  for (int i = 0; i < 200; ++i) {
+    auto log = ReadFile(root_ + ".log");
+    if (log.ok() && log->find("ready") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(proc->Stop(std::chrono::seconds(10)), 3);  // SIGTERM to imagefs
+  EXPECT_NE(ReadFile(root_ + ".log")->find("got TERM"), std::string::npos);
+  EXPECT_TRUE(ListNames(root_ + "/containers").empty());
+
+  ProcessResult r = Imagefs({"run", "--rm", "--net", "none", *ref_, "ls", "/sys/class/net"});
+  EXPECT_EQ(r.stdout_text, "lo\n") << r.Describe();
+  r = Imagefs({"run", "--rm", *ref_, "ls", "/sys/class/net"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.stdout_text, "lo\n") << "--net host is the default";
 }
 
 TEST_F(RunTest, RunFailuresExit125WithOneLine) {
