@@ -501,6 +501,17 @@ Status WriteEtcFiles(const std::string& dir, const std::string& hostname, const 
   return WriteFileAtomic(dir + "/hostname", hostname + "\n");
 }
 
+// docker's container name rule: [a-zA-Z0-9][a-zA-Z0-9_.-]+
+bool ValidName(const std::string& name) {
+  if (name.size() < 2) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-'))) return false;
+  }
+  return true;
+}
+
 int DoRun(const GlobalOptions& global, RunOptions opts) {
   auto policy = ParsePullPolicy(opts.pull);
   if (!policy.ok()) return RunFail(policy.status().WithContext("run"));
@@ -522,6 +533,10 @@ int DoRun(const GlobalOptions& global, RunOptions opts) {
   }
   record.name = opts.name.empty() ? record.id.substr(0, 12) : opts.name;
   if (!opts.name.empty() && opts.name[0] == '/') record.name = opts.name.substr(1);
+  if (!ValidName(record.name)) {
+    return RunFail(Status::InvalidArgument("Invalid container name (" + opts.name +
+                                           "), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"));
+  }
   const std::string dir = ContainerDir(global.root, record.id);
   // Names are claimed under a lock on the containers dir.
   {

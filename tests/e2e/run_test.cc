@@ -193,6 +193,11 @@ TEST_F(RunTest, AContainerKeepsItsChangesForDiffWithoutTheRuntimesMountPoints) {
             std::string::npos)
       << r.stderr_text;
 
+  r = Imagefs({"run", "--name", "bad/name", *ref_, "true"});
+  EXPECT_EQ(r.exit_code, 125);
+  EXPECT_NE(r.stderr_text.find("Invalid container name (bad/name)"), std::string::npos)
+      << r.stderr_text;
+
   r = Imagefs({"rm", "c1", "c2"});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_TRUE(ListNames(root_ + "/containers").empty());
