@@ -783,6 +783,8 @@ int RunRm(const GlobalOptions& global, const std::vector<std::string>& args) {
       }
       (void)StopContainer(global, *r);
     }
+    // A monitor killed with -9 leaves runc's container behind: take it down first.
+    if (r->runtime == "runc") (void)RuncQuiet(global, {"delete", "-f", r->id});
     UnmountRootfs(global.root, r->mountpoint);
     if (Status st = RemoveAll(ContainerDir(global.root, r->id)); !st.ok()) {
       rc = Fail(st);

@@ -104,7 +104,13 @@ Result<ContainerRecord> FindContainer(const std::string& root, const std::string
 
 bool ContainerRunning(const ContainerRecord& r) {
   if (r.status != "running" && r.status != "created") return false;
-  return r.monitor_pid > 0 && (::kill(r.monitor_pid, 0) == 0 || errno == EPERM);
+  if (r.monitor_pid <= 0) return false;
+  if (::kill(r.monitor_pid, 0) != 0 && errno != EPERM) return false;
+  // A zombie (killed, not yet reaped by whoever inherited it) is not running.
+  auto stat = ReadFile("/proc/" + std::to_string(r.monitor_pid) + "/stat");
+  if (!stat.ok()) return true;
+  const size_t paren = stat->rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat->size() || (*stat)[paren + 2] != 'Z';
 }
 
 std::string ContainerCommand(const ContainerRecord& r) {
