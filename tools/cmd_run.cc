@@ -9,6 +9,9 @@
 // exits the mount is unmounted; --rm then deletes the container's directory. With -d a
 // monitor process (its own session) does the waiting and prints nothing; run prints the id.
 //
+// imagefs reads the rootfs's /etc/passwd and /etc/group through the mount to resolve the
+// user, so a --record-profile lists them first.
+//
 // Before runc starts, imagefs creates the mount points runc needs (/proc, /sys, /dev,
 // /etc/resolv.conf, /etc/hosts, /etc/hostname, and missing parents) through the mount and
 // restores their parents' times; container.json records them ("init_paths") so that diff
@@ -680,7 +683,8 @@ Status StopContainer(const GlobalOptions& global, const ContainerRecord& r) {
 }  // namespace
 
 int RunRun(const GlobalOptions& global, const std::vector<std::string>& args) {
-  CLI::App app("Run a command in a new container over IMAGE, mounted lazily and writable\n"
+  CLI::App app("imagefs run [OPTIONS] IMAGE [COMMAND [ARG...]]\n"
+               "Run a command in a new container over IMAGE, mounted lazily and writable\n"
                "(runc; the container's changes stay for imagefs diff unless --rm).\n"
                "Exit code: the container's, or 125 when imagefs itself fails.",
                "imagefs run");
