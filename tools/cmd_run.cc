@@ -328,6 +328,10 @@ int RunChild(const std::vector<std::string>& argv, bool keep_stdin,
     if (!keep_stdin) {
       int null_fd = ::open("/dev/null", O_RDONLY);
       if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
+      // Its own process group: a terminal's Ctrl-C reaches it once, through imagefs's
+      // forwarding, not twice. (With -i it stays in the terminal's foreground group to
+      // read it.)
+      (void)::setpgid(0, 0);
     }
     if (in_child) in_child();
     std::vector<char*> cargv;
