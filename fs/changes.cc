@@ -205,6 +205,7 @@ Result<bool> UpperWalker::WalkDir(int dirfd, const std::string& rel, Ino lower) 
   bool any = false;
   for (const std::string& name : names) {
     const std::string child = Join(rel, name);
+    if (!options_.ignore.empty() && options_.ignore.count("/" + child) != 0) continue;
     ASSIGN_OR_RETURN(Entry e, OpenEntry(dirfd, child, name));
     Ino low = 0;
     NodeAttr la;

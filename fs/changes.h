@@ -41,6 +41,7 @@
 // output paths are built from names, so the walk does not depend on where the upper dir
 // lives. Not thread-safe per call; calls on different upper dirs may run concurrently.
 
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,6 +71,10 @@ std::string FormatChanges(const std::vector<Change>& changes);
 struct UpperOptions {
   // How error messages name the upper dir ("imagefs: <display>: ...").
   std::string display_path;
+  // Absolute paths ("/proc", "/etc/hosts") whose upper entries are not changes and are
+  // not walked: what a container runtime created in the rootfs (mount points), as docker's
+  // init layer hides them. A lower entry at such a path is untouched by the ignore.
+  std::set<std::string> ignore;
 };
 
 // The changes an upper dir (an open directory fd; borrowed) makes to `lower`, sorted by

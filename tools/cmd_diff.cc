@@ -7,8 +7,13 @@
 //   TARGET a directory            an upper dir (kernel overlayfs markers) against --image,
 //                                 else against the image named in <TARGET>.work/origin.json
 //                                 ({"image": ..., "manifest_digest": ...}, written by mount)
+//   TARGET a container            (imagefs run: a name, id or unique id prefix) its upper
+//                                 dir against its image
 //   TARGET IMAGE2                 the changes that turn image TARGET into image IMAGE2
 //
+// A container's upper dir (one beside a container.json) is diffed without the paths its
+// runtime created (container.json's init_paths: mount points such as /proc,
+// /etc/resolv.conf), as docker's init layer hides them.
 // The rules are fs/changes.h's. Images are read without pulling them (tools/image_view.h);
 // comparing two images fetches no file whose chunk digests already tell.
 
@@ -20,9 +25,11 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "fs/changes.h"
 #include "fs/session.h"
+#include "tools/containers.h"
 #include "tools/image_view.h"
 #include "tools/mount_table.h"
 #include "util/file.h"
@@ -87,6 +94,26 @@ Status DiffImages(const GlobalOptions& global, const std::string& from, const st
 }
 
 // upper: as the user (or the mount table) names it, for messages.
+// The paths a container's runtime created (tools/containers.h's init_paths) when upper is
+// a container's upper dir (<dir>/upper beside <dir>/container.json).
+std::set<std::string> InitPaths(const std::string& upper) {
+  std::set<std::string> out;
+  std::string dir = upper;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  if (dir.size() < 6 || dir.compare(dir.size() - 6, 6, "/upper") != 0) return out;
+  dir.resize(dir.size() - 6);
+  auto text = ReadFile(dir + "/container.json");
+  if (!text.ok()) return out;
+  const auto json = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object() || !json.contains("init_paths") || !json["init_paths"].is_array()) {
+    return out;
+  }
+  for (const auto& p : json["init_paths"]) {
+    if (p.is_string()) out.insert(p.get<std::string>());
+  }
+  return out;
+}
+
 Status DiffUpper(const GlobalOptions& global, const std::string& upper, const Origin& origin,
                  const std::string& platform) {
   UniqueFd fd(::open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -101,6 +128,7 @@ Status DiffUpper(const GlobalOptions& global, const std::string& upper, const Or
   }
   fs::UpperOptions options;
   options.display_path = upper;
+  options.ignore = InitPaths(upper);
   ASSIGN_OR_RETURN(auto changes, fs::ComputeUpperChanges(fd.get(), *image.view, options));
   return Print(changes);
 }
@@ -127,6 +155,18 @@ int RunDiff(const GlobalOptions& global, const std::vector<std::string>& args) {
     }
     Status st = DiffImages(global, target, image2, platform);
     return st.ok() ? 0 : Fail(st);
+  }
+
+  // A container by name or id (full or a unique prefix): its upper dir.
+  if (target.find('/') == std::string::npos) {
+    auto container = FindContainer(global.root, target);
+    if (container.ok()) {
+      Origin origin{image.empty() ? container->image : image,
+                    image.empty() ? container->manifest_digest : ""};
+      Status st = DiffUpper(global, container->upper, origin, platform);
+      return st.ok() ? 0 : Fail(st);
+    }
+    if (!container.status().IsNotFound()) return Fail(container.status().WithContext("diff"));
   }
 
   // A live mount (checked before stat: a dead FUSE mountpoint cannot be stat'ed).

@@ -42,6 +42,7 @@
 #include "fs/session.h"
 #include "tools/format.h"
 #include "tools/image_view.h"
+#include "tools/mount.h"
 #include "tools/mount_table.h"
 #include "util/file.h"
 #include "util/unique_fd.h"
@@ -49,17 +50,6 @@
 namespace imagefs::tools {
 namespace {
 
-struct MountRequest {
-  std::string image;
-  std::string mountpoint;  // absolute
-  std::string upper;       // absolute; "" for a read-only mount
-  std::string platform;
-  bool debug = false;
-  bool new_upper = false;  // the upper dir was made for this mount: print it
-  PullPolicy pull = PullPolicy::kMissing;
-  std::string prefetch = "auto";  // auto | none | all
-  std::string record_profile;     // absolute; "" for none
-};
 
 // Runs beside the session: prefetch (store/prefetch.h), and the mount record's
 // fetched-bytes count refreshed every second while it changes.
@@ -251,13 +241,15 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   std::_Exit(rc);
 }
 
-int MountDetached(const GlobalOptions& global, const MountRequest& req) {
+}  // namespace
+
+Result<pid_t> StartMount(const GlobalOptions& global, const MountRequest& req) {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return Fail(Status::FromErrno(errno, "pipe"));
+  if (::pipe2(fds, O_CLOEXEC) != 0) return Status::FromErrno(errno, "pipe");
   UniqueFd read_end(fds[0]), write_end(fds[1]);
   std::fflush(nullptr);
   pid_t pid = ::fork();
-  if (pid < 0) return Fail(Status::FromErrno(errno, "fork"));
+  if (pid < 0) return Status::FromErrno(errno, "fork");
   if (pid == 0) {
     read_end.Reset();
     RunDaemon(global, req, write_end.Release());
@@ -274,16 +266,15 @@ int MountDetached(const GlobalOptions& global, const MountRequest& req) {
   if (message.rfind("OK\n", 0) == 0) {
     // The mount exists; this stat is answered once the child's loop serves it.
     struct stat st;
-    if (::stat(req.mountpoint.c_str(), &st) == 0) return 0;
-    Status failed = Status::FromErrno(errno, "mount at " + req.mountpoint + " does not answer");
-    return Fail(failed);
+    if (::stat(req.mountpoint.c_str(), &st) == 0) return pid;
+    return Status::FromErrno(errno, "mount at " + req.mountpoint + " does not answer");
   }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (message.rfind("ERR ", 0) == 0) return Fail(Status::Unavailable(message.substr(4)));
-  return Fail(Status::Internal("the mount process exited before mounting; see " + global.root +
-                               "/logs/mount-" + std::to_string(pid) + ".log"));
+  if (message.rfind("ERR ", 0) == 0) return Status::Unavailable(message.substr(4));
+  return Status::Internal("the mount process exited before mounting; see " + global.root +
+                          "/logs/mount-" + std::to_string(pid) + ".log");
 }
 
 // 64 random hex digits, as a docker container id.
@@ -304,7 +295,7 @@ Result<std::string> NewContainerId() {
 
 // An absolute form of path without touching the filesystem beyond getcwd (a dead FUSE
 // mountpoint cannot be stat'ed).
-std::string Absolute(const std::string& path) {
+std::string AbsolutePath(const std::string& path) {
   char resolved[PATH_MAX];
   if (::realpath(path.c_str(), resolved) != nullptr) return resolved;
   if (!path.empty() && path[0] == '/') return path;
@@ -315,7 +306,6 @@ std::string Absolute(const std::string& path) {
   return out;
 }
 
-}  // namespace
 
 int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) {
   CLI::App app("Mount an image's root filesystem at MOUNTPOINT. Only the manifest, config and\n"
@@ -350,7 +340,7 @@ int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) 
   auto policy = ParsePullPolicy(pull);
   if (!policy.ok()) return Fail(policy.status().WithContext("mount"));
   req.pull = *policy;
-  if (!req.record_profile.empty()) req.record_profile = Absolute(req.record_profile);
+  if (!req.record_profile.empty()) req.record_profile = AbsolutePath(req.record_profile);
 
   if (read_only && !upper.empty()) {
     return Fail(Status::InvalidArgument("mount: --upper and --read-only exclude each other"));
@@ -362,7 +352,7 @@ int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) 
   if (!S_ISDIR(st.st_mode)) {
     return Fail(Status::FromErrno(ENOTDIR, "mount: " + req.mountpoint));
   }
-  req.mountpoint = Absolute(req.mountpoint);
+  req.mountpoint = AbsolutePath(req.mountpoint);
   if (!read_only) {
     if (upper.empty()) {
       auto id = NewContainerId();
@@ -372,16 +362,17 @@ int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) 
     }
     while (upper.size() > 1 && upper.back() == '/') upper.pop_back();
     if (Status made = MakeDirs(upper, 0755); !made.ok()) return Fail(made.WithContext("mount"));
-    req.upper = Absolute(upper);
+    req.upper = AbsolutePath(upper);
     if (req.upper == req.mountpoint || req.upper.rfind(req.mountpoint + "/", 0) == 0) {
       return Fail(Status::InvalidArgument("mount: the upper dir cannot be inside the mountpoint"));
     }
   }
   if (foreground) return Serve(global, req, -1);
-  int rc = MountDetached(global, req);
+  auto started = StartMount(global, req);
+  if (!started.ok()) return Fail(started.status());
   // A new container's upper dir: `mount --upper DIR` continues it.
-  if (rc == 0 && req.new_upper) std::printf("%s\n", req.upper.c_str());
-  return rc;
+  if (req.new_upper) std::printf("%s\n", req.upper.c_str());
+  return 0;
 }
 
 int RunMounts(const GlobalOptions& global, const std::vector<std::string>& args) {
@@ -413,7 +404,7 @@ int RunUmount(const GlobalOptions&, const std::vector<std::string>& args) {
   app.add_option("MOUNTPOINT", mountpoint, "Where the image is mounted")->required();
   if (int rc = ParseCommandLine(app, "umount", args); rc >= 0) return rc;
 
-  const std::string path = Absolute(mountpoint);
+  const std::string path = AbsolutePath(mountpoint);
   if (!fs::IsImagefsMount(path)) {
     return Fail(Status::InvalidArgument("umount: " + mountpoint + ": not an imagefs mount"));
   }

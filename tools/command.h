@@ -75,5 +75,8 @@ int RunMount(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunMounts(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunUmount(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunDiff(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunRun(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunPs(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunRm(const GlobalOptions& global, const std::vector<std::string>& args);
 
 }  // namespace imagefs::tools

@@ -12,6 +12,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -97,15 +98,16 @@ class ChangesTest : public ::testing::Test {
   // Sets every upper entry's mtime to kTime (creating children moved the dirs' mtimes).
   void FixTimes() { index::test::Sh("find . -mindepth 1 -exec touch -h -d @" + std::to_string(kTime) + " {} +", upper_); }
 
-  Result<std::vector<Change>> Changes() {
+  Result<std::vector<Change>> Changes(const std::set<std::string>& ignore = {}) {
     UniqueFd fd(::open(upper_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     EXPECT_GE(fd.get(), 0);
     UpperOptions options;
     options.display_path = upper_;
+    options.ignore = ignore;
     return ComputeUpperChanges(fd.get(), *view_, options);
   }
-  std::string Lines() {
-    auto changes = Changes();
+  std::string Lines(const std::set<std::string>& ignore = {}) {
+    auto changes = Changes(ignore);
     EXPECT_TRUE(changes.ok()) << changes.status().message();
     return changes.ok() ? FormatChanges(*changes) : "error: " + changes.status().message();
   }
@@ -201,6 +203,26 @@ TEST_F(ChangesTest, AddedDirectoryListsItselfAndEverythingInIt) {
   EXPECT_EQ(Lines(),
             "C /data\nA /data-x\nA /data/new.txt\nA /newdir\nA /newdir/f\nA /newdir/sub\n"
             "A /newdir/sub/g\n");
+}
+
+TEST_F(ChangesTest, IgnoredPathsAreNeitherChangesNorWalkedAndDoNotMakeTheirParentChanged) {
+  // What a container runtime creates (imagefs run's init paths), and one real change.
+  MkDir("proc");
+  MkDir("dev");
+  Put("dev/null", "");
+  MkDir("etc");
+  Put("etc/resolv.conf", "nameserver 1.1.1.1\n");
+  MkDir("data");
+  Put("data/new.txt", "new");
+  FixTimes();
+  const std::set<std::string> ignore = {"/proc", "/dev", "/etc/resolv.conf"};
+  EXPECT_EQ(Lines(ignore), "C /data\nA /data/new.txt\n");
+  // Only exact paths: a sibling with a shared prefix is still a change.
+  Put("procs", "p");
+  FixTimes();
+  EXPECT_EQ(Lines(ignore), "C /data\nA /data/new.txt\nA /procs\n");
+  EXPECT_EQ(Lines(), "C /data\nA /data/new.txt\nA /dev\nA /dev/null\nC /etc\n"
+                     "A /etc/resolv.conf\nA /proc\nA /procs\n");
 }
 
 TEST_F(ChangesTest, OpaqueDirectoryDeletesLowerChildrenItDoesNotRecreate) {
