@@ -58,6 +58,9 @@ struct FetchOptions {
   std::optional<Platform> platform;  // default: Platform::Host()
   // A request fails when no byte arrives for this long (a hung registry fails within 30 s).
   std::chrono::seconds request_timeout{20};
+  // When > 0: RegistryEndpointConfig::retry_budget (a bound on each registry request,
+  // retries included; imagefs mount --fetch-timeout).
+  std::chrono::milliseconds fetch_timeout{0};
 };
 
 class ImageSource {

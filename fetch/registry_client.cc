@@ -278,8 +278,29 @@ class Core {
     bool auth_refreshed = false;
     int redirects = 0;
     std::string rejected_token;
+    const Clock::time_point deadline = Clock::now() + config_.retry_budget;
+    const bool budgeted = config_.retry_budget.count() > 0;
+    // Whether another attempt fits: within the budget when there is one, else max_retries.
+    auto may_retry = [&](int attempt) {
+      return budgeted ? Clock::now() + std::chrono::milliseconds(50) < deadline
+                      : attempt < config_.max_retries;
+    };
+    auto backoff = [&](int attempt, const std::optional<HttpResponse>& r) {
+      if (!budgeted) return Backoff(attempt, r);
+      auto delay = std::min<Clock::duration>(
+          std::min<Clock::duration>(config_.retry_base_delay * (int64_t{1} << std::min(attempt, 6)),
+                                    std::chrono::seconds(1)),
+          deadline - Clock::now());
+      if (delay > Clock::duration::zero()) std::this_thread::sleep_for(delay);
+    };
     for (int attempt = 0;;) {
       HttpRequest sent = req;
+      if (budgeted) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        left = std::max(left, std::chrono::milliseconds(1000));
+        sent.stall_timeout = std::min(sent.stall_timeout, left);
+        sent.connect_timeout = std::min(sent.connect_timeout, left);
+      }
       bool same_host = HostOf(sent.url) == config_.host;
       std::string auth;
       if (same_host) {
@@ -292,8 +313,8 @@ class Core {
       TransportError kind = TransportError::kNone;
       auto r = Send(sent, &kind);
       if (!r.ok()) {
-        if (retry_transport && RetryableTransport(kind) && attempt < config_.max_retries) {
-          Backoff(attempt++, std::nullopt);
+        if (retry_transport && RetryableTransport(kind) && may_retry(attempt)) {
+          backoff(attempt++, std::nullopt);
           continue;
         }
         return r.status();
@@ -321,8 +342,8 @@ class Core {
         if (!again.empty() && again != auth) continue;
         return r;
       }
-      if (RetryableStatus(code) && attempt < config_.max_retries) {
-        Backoff(attempt++, *r);
+      if (RetryableStatus(code) && may_retry(attempt)) {
+        backoff(attempt++, *r);
         continue;
       }
       return r;

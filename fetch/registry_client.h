@@ -45,6 +45,12 @@ struct RegistryEndpointConfig {
   std::chrono::milliseconds connect_timeout{10000};
   // A request fails with kTimeout when no byte arrives for this long.
   std::chrono::milliseconds stall_timeout{20000};
+  // When > 0, the bound on one request's whole life (imagefs mount --fetch-timeout):
+  // transient failures (refused, reset, stall, 5xx/429) are retried, at most 1 s apart and
+  // regardless of max_retries, until it is spent, and each attempt's connect and stall
+  // timeouts are cut to what is left. A registry that goes away fails the request within
+  // about this long; one that comes back within it lets the request succeed.
+  std::chrono::milliseconds retry_budget{0};
 };
 
 struct ManifestResponse {

@@ -129,6 +129,7 @@ Result<std::unique_ptr<ImageSource>> OpenRegistrySource(const ImageRef& image,
       config.auth_env = options.auth_env;
       config.certs_dir_override = options.cert_dir;
       config.stall_timeout = options.request_timeout;
+      config.retry_budget = options.fetch_timeout;
       auto client = RegistryClient::Create(config);
       Status st;
       if (client.ok()) {

@@ -61,6 +61,9 @@ struct Entry {
 
 // getxattr/listxattr answer the way the syscalls do: asked with a buffer of size 0 they
 // give only the size; a buffer too small is ERANGE.
+// The debug attribute on a mount's root that reads Filesystem::NodeCount().
+inline constexpr std::string_view kNodesXattr = "user.imagefs.debug.nodes";
+
 struct XattrReply {
   size_t size = 0;    // bytes of the value (or of the "name\0name\0" list)
   std::string data;   // the bytes; empty when the caller asked for the size only
@@ -216,7 +219,9 @@ class Filesystem {
 
   // The parent directory of a directory (the root's is itself), for "..".
   Ino ParentOf(Ino dir) const;
-  // Nodes in the table (tests: forget frees them).
+  // Nodes in the table (tests: forget frees them). A mount answers it, in decimal, as the
+  // root's extended attribute kNodesXattr (never listed): tests/e2e/stress_test checks
+  // that the count returns to its baseline once the kernel forgets everything.
   size_t NodeCount() const;
   const index::MergedView& view() const { return view_; }
 

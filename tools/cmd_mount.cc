@@ -1,4 +1,4 @@
-// imagefs mount [--upper DIR] [--read-only] [-f] IMAGE MOUNTPOINT and imagefs umount MOUNTPOINT.
+// imagefs mount [--upper DIR] [--read-only] [--fetch-timeout 30s] [-f] IMAGE MOUNTPOINT and imagefs umount MOUNTPOINT.
 //
 // mount opens the image (manifest, config, each layer's index: nothing else is fetched)
 // and serves its merged tree through FUSE; file bytes are fetched when read. Writable
@@ -277,6 +277,33 @@ Result<pid_t> StartMount(const GlobalOptions& global, const MountRequest& req) {
                           "/logs/mount-" + std::to_string(pid) + ".log");
 }
 
+namespace {
+
+// "30s", "500ms", "2m" or a plain number of seconds; at least 1 ms.
+Result<std::chrono::milliseconds> ParseTimeout(const std::string& text) {
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  const std::string unit = text.substr(digits);
+  if (digits == 0 || digits > 9) {
+    return Status::InvalidArgument("--fetch-timeout " + text + ": expected e.g. 30s, 500ms, 2m");
+  }
+  const int64_t n = std::stoll(text.substr(0, digits));
+  int64_t ms = 0;
+  if (unit.empty() || unit == "s") {
+    ms = n * 1000;
+  } else if (unit == "ms") {
+    ms = n;
+  } else if (unit == "m") {
+    ms = n * 60000;
+  } else {
+    return Status::InvalidArgument("--fetch-timeout " + text + ": expected e.g. 30s, 500ms, 2m");
+  }
+  if (ms < 1) return Status::InvalidArgument("--fetch-timeout must be positive");
+  return std::chrono::milliseconds(ms);
+}
+
+}  // namespace
+
 // 64 random hex digits, as a docker container id.
 Result<std::string> NewContainerId() {
   UniqueFd fd(::open("/dev/urandom", O_RDONLY | O_CLOEXEC));
@@ -307,7 +334,8 @@ std::string AbsolutePath(const std::string& path) {
 }
 
 
-int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) {
+int RunMount(const GlobalOptions& global_flags, const std::vector<std::string>& args) {
+  GlobalOptions global = global_flags;
   CLI::App app("Mount an image's root filesystem at MOUNTPOINT. Only the manifest, config and\n"
                "layer indexes are fetched before the mount answers; file bytes are fetched\n"
                "when read. Detaches once the mount serves (logs under --root/logs/).",
@@ -334,12 +362,19 @@ int RunMount(const GlobalOptions& global, const std::vector<std::string>& args) 
   app.add_option("--record-profile", req.record_profile,
                  "At unmount, write the paths of lower files in first-read order (for "
                  "imagefs convert --prefetch-profile)");
+  std::string fetch_timeout = "30s";
+  app.add_option("--fetch-timeout", fetch_timeout,
+                 "How long a read may wait for the registry (retries included) before it "
+                 "fails with EIO; the mount stays up (e.g. 10s, 500ms; default 30s)");
   app.add_option("IMAGE", req.image, "The image")->required();
   app.add_option("MOUNTPOINT", req.mountpoint, "An existing directory")->required();
   if (int rc = ParseCommandLine(app, "mount", args); rc >= 0) return rc;
   auto policy = ParsePullPolicy(pull);
   if (!policy.ok()) return Fail(policy.status().WithContext("mount"));
   req.pull = *policy;
+  auto timeout = ParseTimeout(fetch_timeout);
+  if (!timeout.ok()) return Fail(timeout.status().WithContext("mount"));
+  global.fetch_timeout = *timeout;
   if (!req.record_profile.empty()) req.record_profile = AbsolutePath(req.record_profile);
 
   if (read_only && !upper.empty()) {

@@ -32,6 +32,7 @@ Result<fetch::FetchOptions> MakeFetchOptions(const GlobalOptions& global,
   ASSIGN_OR_RETURN(options.registries, fetch::LoadRegistriesConf());
   options.insecure_registries = global.insecure_registries;
   options.cert_dir = global.cert_dir;
+  options.fetch_timeout = global.fetch_timeout;
   if (!platform.empty()) {
     ASSIGN_OR_RETURN(fetch::Platform p, fetch::Platform::Parse(platform));
     options.platform = p;

@@ -2,6 +2,7 @@
 
 // The subcommand table's types and the helpers every cmd_<name>.cc uses.
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,9 @@ struct GlobalOptions {
   std::vector<std::string> insecure_registries;  // --insecure-registry, repeatable
   std::string cert_dir;  // --cert-dir: CA and client certs instead of certs.d/HOST
   uint64_t cache_size = 10ull << 30;  // --cache-size / $IMAGEFS_CACHE_SIZE: the chunk cache's bound
+  // Bound on each registry request, retries included (FetchOptions::fetch_timeout); 0 = the
+  // client's own retry count. Set by imagefs mount --fetch-timeout.
+  std::chrono::milliseconds fetch_timeout{0};
 };
 
 using CommandFn = int (*)(const GlobalOptions& global, const std::vector<std::string>& args);

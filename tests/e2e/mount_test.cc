@@ -1,6 +1,7 @@
 // imagefs mount / umount against a real registry and real FUSE mounts: the busybox test
-// image (gzip layers, as pushed) and imagefs's own zstd:chunked conversion of it are
-// mounted read-only and compared, path by path, with the oracle tree (the same layers
+// image (gzip layers, as pushed), imagefs's own zstd:chunked and eStargz conversions of it
+// and skopeo's zstd:chunked copy are mounted read-only and compared, path by path, with
+// the oracle tree (the same layers
 // applied by skopeo + GNU tar: tests/testing/apply-layers).
 //
 // Every mount is undone by a ScopedMount destructor (umount2 with MNT_DETACH), also when
@@ -93,7 +94,7 @@ std::map<std::string, std::string> Xattrs(const std::string& path) {
 }
 
 struct Variant {
-  std::string format;  // "gzip", "imagefs zstd-chunked"
+  std::string format;  // "gzip", "imagefs zstd-chunked", "imagefs estargz", "zstd:chunked"
   std::string ref;
 };
 
@@ -113,12 +114,29 @@ class MountTest : public ::testing::Test {
     Variant gzip{"gzip", registry_->host() + "/t/busybox:gzip"};
     ASSERT_TRUE(PushImage(*registry_, *image, "t/busybox:gzip", false).ok());
     variants_->push_back(gzip);
-    Variant zc{"imagefs zstd-chunked", registry_->host() + "/t/busybox:imagefs-zstd-chunked"};
-    ProcessResult r = RunImagefs({"--root", *dir_ + "/convert-root", "convert", "--format",
-                                  "zstd-chunked", "oci:" + *image, "docker://" + zc.ref},
-                                 registry_->client_env());
-    ASSERT_EQ(r.exit_code, 0) << r.Describe();
-    variants_->push_back(zc);
+    for (const std::string format : {"zstd-chunked", "estargz"}) {
+      Variant v{"imagefs " + format, registry_->host() + "/t/busybox:imagefs-" + format};
+      ProcessResult r = RunImagefs({"--root", *dir_ + "/convert-root", "convert", "--format",
+                                    format, "oci:" + *image, "docker://" + v.ref},
+                                   registry_->client_env());
+      ASSERT_EQ(r.exit_code, 0) << r.Describe();
+      variants_->push_back(v);
+    }
+    // skopeo's zstd:chunked (through dir:, as MACHINE-NOTES says), pushed as is.
+    {
+      Variant v{"zstd:chunked", registry_->host() + "/t/busybox:zstd-chunked"};
+      const std::string zdir = *dir_ + "/busybox-zstd-chunked";
+      auto c = registry_->RunSkopeo({"copy", "--quiet", "--dest-compress",
+                                     "--dest-compress-format", "zstd:chunked", "oci:" + *image,
+                                     "dir:" + zdir});
+      ASSERT_TRUE(c.ok() && c->exit_code == 0) << (c.ok() ? c->Describe() : "");
+      std::vector<std::string> push = {"copy", "--quiet"};
+      for (const auto& f : registry_->skopeo_dest_flags()) push.push_back(f);
+      push.insert(push.end(), {"dir:" + zdir, "docker://" + v.ref});
+      c = registry_->RunSkopeo(push);
+      ASSERT_TRUE(c.ok() && c->exit_code == 0) << (c.ok() ? c->Describe() : "");
+      variants_->push_back(v);
+    }
 
     // The oracle: skopeo's dir: holds the layers by digest; apply them with GNU tar.
     const std::string dirout = *dir_ + "/busybox-dir";
@@ -145,7 +163,7 @@ class MountTest : public ::testing::Test {
 
   void SetUp() override {
     ASSERT_NE(registry_, nullptr);
-    ASSERT_EQ(variants_->size(), 2u);
+    ASSERT_EQ(variants_->size(), 4u);
     auto root = MakeTempDir(*dir_, "root-");
     ASSERT_TRUE(root.ok());
     root_ = *root;
@@ -279,7 +297,7 @@ TEST_F(MountTest, ParallelReadersGetTheOraclesBytes) {
 // Lazy: mounting fetches manifest, config and indexes; reading a small file fetches its
 // chunk, not the 20 MiB layer beside it.
 TEST_F(MountTest, MountAndASmallReadFetchLittleOfTheImage) {
-  const Variant& v = variants_->back();  // zstd:chunked: TOC per layer
+  const Variant& v = (*variants_)[1];  // imagefs zstd:chunked: TOC per layer
   registry_->SettledBytesSent();
   registry_->ResetCounters();
   ScopedMount mnt(NewMountpoint());
@@ -322,7 +340,7 @@ TEST_F(MountTest, MountsListsLiveMountsAndRmiRefusesAMountedImage) {
 // Reads through the mount land in the chunk cache (a second mount of the image reads the
 // 20 MiB file without fetching it again), and `imagefs mounts` shows the bytes fetched.
 TEST_F(MountTest, MountReadsFillTheChunkCacheAndMountsShowsBytesFetched) {
-  const Variant& v = variants_->back();
+  const Variant& v = (*variants_)[1];  // imagefs zstd:chunked
   const std::string want = *ReadFile(*oracle_ + "/data/big.bin");
   registry_->SettledBytesSent();
   registry_->ResetCounters();
@@ -364,7 +382,7 @@ TEST_F(MountTest, MountReadsFillTheChunkCacheAndMountsShowsBytesFetched) {
 // --record-profile writes the first-read order; convert puts those files first; a cold
 // mount of the converted image prefetches them, so reading them afterwards costs nothing.
 TEST_F(MountTest, RecordedProfileConvertedImagePrefetchesItsFiles) {
-  const Variant& v = variants_->back();
+  const Variant& v = (*variants_)[1];  // imagefs zstd:chunked
   const std::string profile = root_ + "/profile.txt";
   {
     ScopedMount mnt(NewMountpoint());
@@ -406,7 +424,7 @@ TEST_F(MountTest, RecordedProfileConvertedImagePrefetchesItsFiles) {
 
 TEST_F(MountTest, AProcessStartsFromTheMount) {
   if (::geteuid() != 0) GTEST_SKIP() << "chroot needs root";
-  const Variant& v = variants_->back();  // the zstd:chunked conversion
+  const Variant& v = (*variants_)[1];  // the zstd:chunked conversion
   ScopedMount mnt(NewMountpoint());
   ProcessResult r = Imagefs({"mount", "--read-only", v.ref, mnt.dir()});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();

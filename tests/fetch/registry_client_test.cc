@@ -542,8 +542,10 @@ class RegistryClientTest : public ::testing::Test {
     ASSERT_TRUE(WriteFileAtomic(env_.registry_auth_file, j.dump(), 0600).ok());
   }
 
-  std::unique_ptr<RegistryClient> Client(const std::string& host) {
+  std::unique_ptr<RegistryClient> Client(const std::string& host,
+                                         milliseconds retry_budget = milliseconds(0)) {
     RegistryEndpointConfig config;
+    config.retry_budget = retry_budget;
     config.host = host;
     config.auth_env = env_;
     config.certs_dir_override = dir_ + "/certs";  // none: keep machine-wide certs.d out
@@ -987,6 +989,28 @@ TEST_F(RegistryClientTest, ServerErrorsGiveUpAfterMaxRetries) {
   EXPECT_NE(m.status().message().find("HTTP 500 (disk on fire)"), std::string::npos)
       << m.status().ToString();
   EXPECT_EQ(manifest_calls.load(), 3);  // 1 + max_retries
+}
+
+TEST_F(RegistryClientTest, RetryBudgetRetriesPastMaxRetriesUntilItIsSpent) {
+  std::atomic<int> manifest_calls{0};
+  std::atomic<int> failures{8};  // more than max_retries (2)
+  FakeServer server([&](const FakeRequest& req) -> FakeResponse {
+    if (req.path == "/v2/") return Json200("{}");
+    ++manifest_calls;
+    if (failures.fetch_sub(1) > 0) return {503, {}, R"({"errors":[{"message":"busy"}]})"};
+    return Json200("{\"schemaVersion\":2}", std::string(kOciManifest));
+  });
+  // Back within the budget: the request succeeds.
+  auto m = Client(server.host(), milliseconds(3000))->GetManifest("r", "t");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(manifest_calls.load(), 9);
+  // Never back: it fails once the budget is spent, not before.
+  failures = 1 << 30;
+  auto start = steady_clock::now();
+  m = Client(server.host(), milliseconds(700))->GetManifest("r", "t");
+  ASSERT_FALSE(m.ok());
+  EXPECT_GE(steady_clock::now() - start, milliseconds(600));
+  EXPECT_LT(steady_clock::now() - start, milliseconds(3000));
 }
 
 TEST_F(RegistryClientTest, BlobRedirectResendsRangeButNotAuthorizationToAnotherHost) {

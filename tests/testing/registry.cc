@@ -127,6 +127,14 @@ TestRegistry::~TestRegistry() {
   if (!dir_.empty()) (void)RemoveAll(dir_);
 }
 
+void TestRegistry::Stop() { process_.Stop(); }
+
+Status TestRegistry::Restart() {
+  process_.Stop();
+  RETURN_IF_ERROR(WriteConfig());
+  return Launch();
+}
+
 Status TestRegistry::Setup() {
   ASSIGN_OR_RETURN(dir_, MakeTempDir("/tmp", "imagefs-registry-"));
   ::chmod(dir_.c_str(), 0755);
@@ -251,9 +259,9 @@ Status TestRegistry::WriteConfig() {
     << "    uploadpurging:\n"
     << "      enabled: false\n"
     << "http:\n"
-    // Port 0: the kernel picks a free port and the registry logs it ("listening on"),
-    // so no other process can take it between choosing and binding.
-    << "  addr: 127.0.0.1:0\n"
+    // Port 0 at first: the kernel picks a free port and the registry logs it ("listening
+    // on"), so no other process can take it between choosing and binding. Restart reuses it.
+    << "  addr: 127.0.0.1:" << port_ << "\n"
     << "  secret: " << RandomHex(16) << "\n";
   if (tls()) {
     c << "  tls:\n"

@@ -97,6 +97,15 @@ class TestRegistry {
   Result<ProcessResult> RunSkopeo(const std::vector<std::string>& args,
                                   std::chrono::milliseconds timeout = std::chrono::minutes(5)) const;
 
+  // Faults: Stop ends the registry process (SIGTERM, then SIGKILL; storage, port and
+  // certificates stay) so clients see connections refused; Restart serves the same storage
+  // on the same port again (the log goes on; counters are unchanged). Neither is safe
+  // to call concurrently with other methods.
+  void Stop();
+  Status Restart();
+  // The registry's storage root (docker/registry/v2/blobs/sha256/XX/HEX/data per blob).
+  std::string storage_dir() const { return dir_ + "/data"; }
+
   // Counters over the log lines written since the last ResetCounters() (or Start).
   uint64_t BytesSent() const;
   // BytesSent() once the log has caught up with the responses already sent (about 0.5 s).
