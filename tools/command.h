@@ -75,5 +75,6 @@ int RunMount(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunMounts(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunUmount(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunDiff(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunCommit(const GlobalOptions& global, const std::vector<std::string>& args);
 
 }  // namespace imagefs::tools

@@ -35,6 +35,8 @@ constexpr Command kCommands[] = {
     {"umount", "Unmount an imagefs mount", RunUmount},
     {"mounts", "List live imagefs mounts", RunMounts},
     {"diff", "Show a mount's or upper dir's changes (or two images'), as docker diff", RunDiff},
+    {"commit", "Create a new image from a mount's or upper dir's changes, as docker commit",
+     RunCommit},
     {"convert", "Rewrite an image's layers as seekable layers (zstd:chunked, eStargz)", RunConvert},
     {"images", "List pulled images, as docker images", RunImages},
     {"tag", "Give a pulled image another name", RunTag},
