@@ -232,6 +232,12 @@ int RunCommit(const GlobalOptions& global, const std::vector<std::string>& args)
     if (Status st = ApplyChange(config, c); !st.ok()) return Fail(st);
   }
 
+  // A live mount: syncfs flushes what the kernel still holds for it (mmap'ed writes) to
+  // the daemon, so everything written before commit started is in the upper dir.
+  if (!resolved->mountpoint.empty()) {
+    UniqueFd m(::open(resolved->mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (m.get() >= 0) (void)::syncfs(m.get());
+  }
   std::vector<fs::Change> changes;
   UniqueFd upper_fd;
   if (!resolved->upper.empty()) {

@@ -61,6 +61,7 @@ Result<UpperTarget> ResolveUpperTarget(const GlobalOptions& global, const std::s
     out.upper = m.upper;
     out.image = image_flag.empty() ? m.image : image_flag;
     out.manifest_digest = image_flag.empty() ? m.manifest_digest : "";
+    out.mountpoint = m.mountpoint;
     return out;
   }
   if (fs::IsImagefsMount(abs)) {  // its tree is not an upper dir: never walk it as one
@@ -70,7 +71,7 @@ Result<UpperTarget> ResolveUpperTarget(const GlobalOptions& global, const std::s
   struct stat st;
   if (::stat(target.c_str(), &st) != 0) return Status::FromErrno(errno, command + ": " + target);
   if (!S_ISDIR(st.st_mode)) return Status::FromErrno(ENOTDIR, command + ": " + target);
-  if (!image_flag.empty()) return UpperTarget{target, image_flag, ""};
+  if (!image_flag.empty()) return UpperTarget{target, image_flag, "", ""};
   return ReadOrigin(command, target);
 }
 

@@ -21,6 +21,7 @@ struct UpperTarget {
   std::string upper;            // as the user or the mount table names it; "" = read-only mount
   std::string image;            // the base image's name
   std::string manifest_digest;  // the digest the upper dir was made over; may be empty
+  std::string mountpoint;       // the live mount TARGET named, or ""
 };
 
 // command ("diff", "commit") prefixes error messages. image_flag: --image, or "".
