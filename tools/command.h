@@ -76,5 +76,6 @@ int RunMounts(const GlobalOptions& global, const std::vector<std::string>& args)
 int RunUmount(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunDiff(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunCommit(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunPush(const GlobalOptions& global, const std::vector<std::string>& args);
 
 }  // namespace imagefs::tools

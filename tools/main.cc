@@ -31,6 +31,7 @@ constexpr Command kCommands[] = {
     {"pull", "Download an image's layers, verify them and store them under --root", RunPull},
     {"ls", "List files of an image without pulling it", RunLs},
     {"cat", "Print a file of an image without pulling it", RunCat},
+    {"push", "Push a pulled image to a registry, blobs first and the manifest last", RunPush},
     {"mount", "Mount an image's root filesystem read-only, fetching files lazily", RunMount},
     {"umount", "Unmount an imagefs mount", RunUmount},
     {"mounts", "List live imagefs mounts", RunMounts},

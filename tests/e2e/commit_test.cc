@@ -172,6 +172,15 @@ TEST_F(CommitTest, CommittedImageHoldsTheMountsTreeForImagefsAndStandardTools) {
   EXPECT_NE(r.stdout_text.find("\"sh\""), std::string::npos) << r.Describe();
   EXPECT_NE(r.stdout_text.find("\"me\""), std::string::npos) << r.Describe();
 
+  // push: the pulled commit to another name, blobs first and the manifest last.
+  const std::string pushed = registry_->host() + "/t/pushed:1";
+  r = Imagefs({"push", ref, pushed});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(Layers(pushed), Layers(ref));
+  r = Imagefs({"push", registry_->host() + "/t/never-pulled:1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(LineCount(r.stderr_text), 1) << r.stderr_text;
+
   // (e) committing again gives the same layer.
   const std::string ref2 = registry_->host() + "/t/committed:2";
   ASSERT_EQ(Imagefs({"commit", mnt, ref2}).exit_code, 0);
