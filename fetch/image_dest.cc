@@ -651,6 +651,19 @@ Status SaveBlob(ImageSource& source, const Descriptor& desc, int fd, const std::
 
 }  // namespace
 
+Result<bool> CopyBlob(ImageSource& source, const Descriptor& desc, ImageDestination& dest,
+                      const std::string& scratch_dir) {
+  ASSIGN_OR_RETURN(bool present, dest.HasBlob(desc));
+  if (present) return false;
+  ASSIGN_OR_RETURN(auto tmp, MakeTempFile(scratch_dir + "/.imagefs-copy-blob-"));
+  auto& [fd, path] = tmp;
+  Status st = SaveBlob(source, desc, fd.get(), path);
+  if (st.ok()) st = dest.PutBlob(desc, path);
+  ::unlink(path.c_str());
+  if (!st.ok()) return st.WithContext("copying " + source.Describe() + " to " + dest.Describe());
+  return true;
+}
+
 Result<CopyStats> CopyImage(ImageSource& source, const ResolvedImage& image,
                             ImageDestination& dest, const std::string& scratch_dir) {
   CopyStats stats;
@@ -659,17 +672,11 @@ Result<CopyStats> CopyImage(ImageSource& source, const ResolvedImage& image,
   std::set<std::string> done;
   for (const Descriptor& desc : blobs) {
     if (!done.insert(desc.digest).second) continue;  // a layer listed twice
-    ASSIGN_OR_RETURN(bool present, dest.HasBlob(desc));
-    if (present) {
+    ASSIGN_OR_RETURN(bool put, CopyBlob(source, desc, dest, scratch_dir));
+    if (!put) {
       ++stats.blobs_skipped;
       continue;
     }
-    ASSIGN_OR_RETURN(auto tmp, MakeTempFile(scratch_dir + "/.imagefs-copy-blob-"));
-    auto& [fd, path] = tmp;
-    Status st = SaveBlob(source, desc, fd.get(), path);
-    if (st.ok()) st = dest.PutBlob(desc, path);
-    ::unlink(path.c_str());
-    if (!st.ok()) return st.WithContext("copying " + source.Describe() + " to " + dest.Describe());
     ++stats.blobs_put;
     stats.bytes_put += desc.size >= 0 ? static_cast<uint64_t>(desc.size) : 0;
   }

@@ -87,6 +87,11 @@ struct CopyStats {
   uint64_t bytes_put = 0;
 };
 
+// One blob of `source` put to `dest` unless HasBlob says it is there (then false): read
+// whole into a temporary file under scratch_dir, put, removed.
+Result<bool> CopyBlob(ImageSource& source, const Descriptor& desc, ImageDestination& dest,
+                      const std::string& scratch_dir);
+
 // The protocol above for one resolved single-platform image: each blob (layers in order,
 // then the config) the destination lacks is read whole from `source` into a temporary file
 // under scratch_dir, put and removed; then image.manifest is put. The first failure stops

@@ -87,3 +87,29 @@ Result<std::vector<Change>> ComputeImageChanges(const index::MergedView& from,
                                                 const index::MergedView& to);
 
 }  // namespace imagefs::fs
+
+namespace imagefs::fs {
+
+// The layer tar of an upper dir's changes (what `imagefs commit` turns into one layer),
+// written to out_fd. `changes` is ComputeUpperChanges's list for the same upper dir. Rules:
+//   - A and C entries are written from the upper dir in the list's order (bytewise by path,
+//     so every directory precedes its contents; every directory on the way to a change is
+//     itself a C entry, so parents carry their upper metadata, as docker's layers do).
+//   - names without "./" and a trailing "/" on directories; mode (with setuid/setgid/
+//     sticky), numeric uid/gid, no user/group names, mtime; no atime/ctime.
+//   - a PAX header only where ustar cannot say it: a long path or link target, an mtime
+//     with nanoseconds, xattrs (SCHILY.xattr.*, never trusted.overlay.* / user.overlay.*),
+//     sizes or ids too large for octal fields. PAX records are sorted by key.
+//   - entries of the upper dir sharing an inode: the first (in order) is the file, later
+//     ones are tar hard links to it.
+//   - a D with an upper whiteout, or a deleted lower dir: ".wh.NAME" (an empty regular
+//     file, mode 0600, uid/gid 0, mtime 0); an opaque directory: its entry, then
+//     "DIR/.wh..wh..opq" (same header) right after it; the lower children of an opaque
+//     directory are covered by that marker and get no whiteout of their own.
+// The same upper dir and list give the same bytes. A socket cannot be in a layer: it is
+// refused with kInvalidArgument naming it before anything is written. A file that grows
+// or shrinks while it is read is cut or zero-padded to the size first seen.
+Status WriteChangesTar(int upper_dirfd, const std::vector<Change>& changes, int out_fd,
+                       const UpperOptions& options = {});
+
+}  // namespace imagefs::fs

@@ -19,6 +19,7 @@
 #include "fetch/image_dest.h"
 #include "index/layer_writer.h"
 #include "tools/command.h"
+#include "tools/image_write.h"
 #include "util/decompress.h"
 #include "util/digest.h"
 #include "util/file.h"
@@ -112,14 +113,6 @@ Result<std::string> FetchLayerTar(fetch::ImageSource& source, const fetch::Descr
   return tar_hash.Finish().String();
 }
 
-// Writes `bytes` to a new file under dir and returns its path.
-Result<std::string> SpoolBytes(const std::string& dir, const std::string& name,
-                               std::string_view bytes) {
-  const std::string path = dir + "/" + name;
-  RETURN_IF_ERROR(WriteFileAtomic(path, bytes));
-  return path;
-}
-
 std::string Short(const std::string& digest) {
   return digest.substr(0, std::min<size_t>(digest.size(), 7 + 12));
 }
@@ -142,15 +135,8 @@ int RunConvert(const GlobalOptions& global, const std::vector<std::string>& args
   app.add_option("DST", dst, "Where to write the converted image")->required();
   if (int rc = ParseCommandLine(app, "convert", args); rc >= 0) return rc;
 
-  index::SeekableFormat seekable;
-  if (format == "zstd-chunked" || format == "zstd:chunked") {
-    seekable = index::SeekableFormat::kZstdChunked;
-  } else if (format == "estargz") {
-    seekable = index::SeekableFormat::kEstargz;
-  } else {
-    return Fail(Status::InvalidArgument("--format " + format +
-                                        ": use zstd-chunked or estargz"));
-  }
+  auto seekable = ParseSeekableFormat(format);
+  if (!seekable.ok()) return Fail(seekable.status());
   index::LayerWriteOptions options;
   auto chunk_size = ParseSize(chunk_size_text);
   if (!chunk_size.ok()) return Fail(chunk_size.status().WithContext("--chunk-size"));
@@ -183,7 +169,7 @@ int RunConvert(const GlobalOptions& global, const std::vector<std::string>& args
     ~Cleanup() { (void)RemoveAll(dir); }
   } cleanup{*scratch};
 
-  const char* format_name = seekable == index::SeekableFormat::kEstargz ? "estargz" : "zstd:chunked";
+  const char* format_name = SeekableFormatName(*seekable);
   std::vector<fetch::Descriptor> new_layers;
   std::vector<std::string> new_diff_ids;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -199,30 +185,11 @@ int RunConvert(const GlobalOptions& global, const std::vector<std::string>& args
                  << ", the config says " << image.config.diff_ids[i] << "; using the former";
     }
     const std::string out_path = *scratch + "/out" + std::to_string(i);
-    auto out = CreateFile(out_path);
-    if (!out.ok()) return Fail(out.status());
-    auto written = index::WriteSeekableLayer(
-        seekable, tar_path,
-        [&](std::span<const uint8_t> data) {
-          return WriteAll(out->get(),
-                          std::string_view(reinterpret_cast<const char*>(data.data()),
-                                           data.size()),
-                          out_path);
-        },
-        options);
+    auto written = WriteLayerFile(*seekable, tar_path, out_path, options);
     if (!written.ok()) return Fail(written.status().WithContext("converting layer " + layer.digest));
-    if (::fsync(out->get()) != 0) return Fail(Status::FromErrno(errno, "syncing " + out_path));
     (void)RemoveAll(tar_path);
-    fetch::Descriptor desc;
-    desc.media_type = written->media_type;
-    desc.digest = written->digest;
-    desc.size = static_cast<int64_t>(written->size);
-    desc.annotations = written->annotations;
-    auto has = (*dest)->HasBlob(desc);
-    if (!has.ok()) return Fail(has.status());
-    if (!*has) {
-      if (Status st = (*dest)->PutBlob(desc, out_path); !st.ok()) return Fail(st);
-    }
+    fetch::Descriptor desc = written->desc;
+    if (Status st = PutBlobIfMissing(**dest, desc, out_path); !st.ok()) return Fail(st);
     (void)RemoveAll(out_path);
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -241,45 +208,16 @@ int RunConvert(const GlobalOptions& global, const std::vector<std::string>& args
   }
   config["rootfs"]["type"] = "layers";
   config["rootfs"]["diff_ids"] = new_diff_ids;
-  const std::string config_bytes = config.dump();
-  fetch::Descriptor config_desc;
-  config_desc.media_type = std::string(fetch::kOciConfig);
-  config_desc.digest = Digest::Sha256Of(std::string_view(config_bytes)).String();
-  config_desc.size = static_cast<int64_t>(config_bytes.size());
-  auto config_path = SpoolBytes(*scratch, "config.json", config_bytes);
-  if (!config_path.ok()) return Fail(config_path.status());
-  auto has = (*dest)->HasBlob(config_desc);
-  if (!has.ok()) return Fail(has.status());
-  if (!*has) {
-    if (Status st = (*dest)->PutBlob(config_desc, *config_path); !st.ok()) return Fail(st);
-  }
-
-  OrderedJson manifest;
-  manifest["schemaVersion"] = 2;
-  manifest["mediaType"] = std::string(fetch::kOciManifest);
-  auto descriptor_json = [](const fetch::Descriptor& d) {
-    OrderedJson j;
-    j["mediaType"] = d.media_type;
-    j["digest"] = d.digest;
-    j["size"] = d.size;
-    if (!d.annotations.empty()) j["annotations"] = d.annotations;
-    return j;
-  };
-  manifest["config"] = descriptor_json(config_desc);
-  manifest["layers"] = OrderedJson::array();
-  for (const auto& d : new_layers) manifest["layers"].push_back(descriptor_json(d));
-  fetch::RawManifest raw;
-  raw.bytes = manifest.dump();
-  raw.media_type = std::string(fetch::kOciManifest);
-  raw.digest = Digest::Sha256Of(std::string_view(raw.bytes)).String();
-  if (Status st = (*dest)->PutManifest(raw); !st.ok()) return Fail(st);
+  auto digest = PutConfigAndManifest(**dest, *scratch, config.dump(), new_layers,
+                                     ManifestFamily::kOci);
+  if (!digest.ok()) return Fail(digest.status());
   if (dst_ref->transport == fetch::Transport::kDockerArchive) {
     std::fprintf(stderr,
                  "note: a docker-archive holds plain tar layers, so %s's layers are not "
                  "seekable there\n",
                  dst.c_str());
   }
-  std::printf("%s\n", raw.digest.c_str());
+  std::printf("%s\n", digest->c_str());
   return 0;
 }
 

@@ -25,57 +25,15 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <nlohmann/json.hpp>
-#include <set>
 
 #include "fs/changes.h"
-#include "fs/session.h"
-#include "tools/containers.h"
 #include "tools/image_view.h"
-#include "tools/mount_table.h"
+#include "tools/upper_target.h"
 #include "util/file.h"
 #include "util/unique_fd.h"
 
 namespace imagefs::tools {
 namespace {
-
-// The absolute, resolved form of path (as the mount table records mountpoints), or path
-// made absolute when it cannot be resolved.
-std::string Absolute(const std::string& path) {
-  char resolved[PATH_MAX];
-  if (::realpath(path.c_str(), resolved) != nullptr) return resolved;
-  if (!path.empty() && path[0] == '/') return path;
-  char cwd[PATH_MAX];
-  if (::getcwd(cwd, sizeof cwd) == nullptr) return path;
-  return std::string(cwd) + "/" + path;
-}
-
-struct Origin {
-  std::string image;
-  std::string manifest_digest;  // may be empty
-};
-
-// The image an upper dir was made over, from <upper>.work/origin.json.
-Result<Origin> ReadOrigin(const std::string& upper) {
-  std::string dir = upper;
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  const std::string path = dir + ".work/origin.json";
-  if (!PathExists(path)) {
-    return Status::InvalidArgument("diff: cannot tell which image " + upper +
-                                   " is an upper dir of (give --image IMAGE)");
-  }
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  const auto json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!json.is_object() || !json.contains("image") || !json["image"].is_string() ||
-      json["image"].get<std::string>().empty()) {
-    return Status::Corruption("diff: " + path + ": no \"image\" string");
-  }
-  Origin out;
-  out.image = json["image"].get<std::string>();
-  if (json.contains("manifest_digest") && json["manifest_digest"].is_string()) {
-    out.manifest_digest = json["manifest_digest"].get<std::string>();
-  }
-  return out;
-}
 
 Status Print(const std::vector<fs::Change>& changes) {
   const std::string out = fs::FormatChanges(changes);
@@ -93,42 +51,16 @@ Status DiffImages(const GlobalOptions& global, const std::string& from, const st
   return Print(changes);
 }
 
-// upper: as the user (or the mount table) names it, for messages.
-// The paths a container's runtime created (tools/containers.h's init_paths) when upper is
-// a container's upper dir (<dir>/upper beside <dir>/container.json).
-std::set<std::string> InitPaths(const std::string& upper) {
-  std::set<std::string> out;
-  std::string dir = upper;
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  if (dir.size() < 6 || dir.compare(dir.size() - 6, 6, "/upper") != 0) return out;
-  dir.resize(dir.size() - 6);
-  auto text = ReadFile(dir + "/container.json");
-  if (!text.ok()) return out;
-  const auto json = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (!json.is_object() || !json.contains("init_paths") || !json["init_paths"].is_array()) {
-    return out;
-  }
-  for (const auto& p : json["init_paths"]) {
-    if (p.is_string()) out.insert(p.get<std::string>());
-  }
-  return out;
-}
-
-Status DiffUpper(const GlobalOptions& global, const std::string& upper, const Origin& origin,
+// Prints the changes of target's upper dir against its base image.
+Status DiffUpper(const GlobalOptions& global, const UpperTarget& target,
                  const std::string& platform) {
-  UniqueFd fd(::open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) return Status::FromErrno(errno, "diff: " + upper);
-  ASSIGN_OR_RETURN(ImageView image, OpenImageView(global, origin.image, platform));
-  if (!origin.manifest_digest.empty() &&
-      image.opened.image.manifest.digest != origin.manifest_digest) {
-    return Status::InvalidArgument("diff: " + upper + " was made over " + origin.image + "@" +
-                                   origin.manifest_digest + ", but " + origin.image +
-                                   " now names " + image.opened.image.manifest.digest +
-                                   " (give --image IMAGE@DIGEST)");
-  }
+  if (target.upper.empty()) return Status::Ok();  // read-only mount: nothing can have changed
+  UniqueFd fd(::open(target.upper.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) return Status::FromErrno(errno, "diff: " + target.upper);
+  ASSIGN_OR_RETURN(ImageView image, OpenUpperBase(global, "diff", target, platform));
   fs::UpperOptions options;
-  options.display_path = upper;
-  options.ignore = InitPaths(upper);
+  options.display_path = target.upper;
+  options.ignore = target.ignore;
   ASSIGN_OR_RETURN(auto changes, fs::ComputeUpperChanges(fd.get(), *image.view, options));
   return Print(changes);
 }
@@ -157,44 +89,9 @@ int RunDiff(const GlobalOptions& global, const std::vector<std::string>& args) {
     return st.ok() ? 0 : Fail(st);
   }
 
-  // A container by name or id (full or a unique prefix): its upper dir.
-  if (target.find('/') == std::string::npos) {
-    auto container = FindContainer(global.root, target);
-    if (container.ok()) {
-      Origin origin{image.empty() ? container->image : image,
-                    image.empty() ? container->manifest_digest : ""};
-      Status st = DiffUpper(global, container->upper, origin, platform);
-      return st.ok() ? 0 : Fail(st);
-    }
-    if (!container.status().IsNotFound()) return Fail(container.status().WithContext("diff"));
-  }
-
-  // A live mount (checked before stat: a dead FUSE mountpoint cannot be stat'ed).
-  const std::string abs = Absolute(target);
-  auto mounts = LiveMounts(global.root);
-  if (!mounts.ok()) return Fail(mounts.status());
-  for (const MountRecord& m : *mounts) {
-    if (m.mountpoint != abs) continue;
-    if (m.upper.empty()) return 0;  // read-only: nothing can have changed
-    Origin origin{image.empty() ? m.image : image, image.empty() ? m.manifest_digest : ""};
-    Status st = DiffUpper(global, m.upper, origin, platform);
-    return st.ok() ? 0 : Fail(st);
-  }
-
-  if (fs::IsImagefsMount(abs)) {  // its tree is not an upper dir: never walk it as one
-    return Fail(Status::NotFound("diff: " + target + ": an imagefs mount that " + global.root +
-                                 "/mounts does not list (give the --root it was mounted with)"));
-  }
-  struct stat st;
-  if (::stat(target.c_str(), &st) != 0) return Fail(Status::FromErrno(errno, "diff: " + target));
-  if (!S_ISDIR(st.st_mode)) return Fail(Status::FromErrno(ENOTDIR, "diff: " + target));
-  Origin origin{image, ""};
-  if (origin.image.empty()) {
-    auto read = ReadOrigin(target);
-    if (!read.ok()) return Fail(read.status());
-    origin = *read;
-  }
-  Status diffed = DiffUpper(global, target, origin, platform);
+  auto resolved = ResolveUpperTarget(global, "diff", target, image);
+  if (!resolved.ok()) return Fail(resolved.status());
+  Status diffed = DiffUpper(global, *resolved, platform);
   return diffed.ok() ? 0 : Fail(diffed);
 }
 

@@ -82,5 +82,7 @@ int RunDiff(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunRun(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunPs(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunRm(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunCommit(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunPush(const GlobalOptions& global, const std::vector<std::string>& args);
 
 }  // namespace imagefs::tools
