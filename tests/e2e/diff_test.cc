@@ -4,7 +4,7 @@
 // print exactly the lines docker diff's rules give (fs/changes.h). Also two images against
 // each other, and the one-line errors.
 //
-// Every overlay and imagefs mount is undone by a ScopedUnmount destructor (umount2 with
+// Every overlay and imagefs mount is undone by a ScopedMount destructor (umount2 with
 // MNT_DETACH), also when an assertion fails.
 
 #include <gtest/gtest.h>
@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "tests/e2e/imagefs_runner.h"
+#include "tests/e2e/mounts.h"
 #include "tests/testing/images.h"
 #include "tests/testing/registry.h"
 #include "util/file.h"
@@ -27,33 +28,6 @@ namespace {
 
 using Json = nlohmann::json;
 
-bool IsMounted(const std::string& mountpoint) {
-  std::ifstream in("/proc/self/mountinfo");
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream f(line);
-    std::string id, parent, dev, root, point;
-    f >> id >> parent >> dev >> root >> point;
-    if (point == mountpoint) return true;
-  }
-  return false;
-}
-
-class ScopedUnmount {
- public:
-  explicit ScopedUnmount(std::string dir) : dir_(std::move(dir)) {}
-  ~ScopedUnmount() {
-    for (int i = 0; i < 5 && IsMounted(dir_); ++i) {
-      if (::umount2(dir_.c_str(), MNT_DETACH) != 0) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-    }
-  }
-  ScopedUnmount(const ScopedUnmount&) = delete;
-  ScopedUnmount& operator=(const ScopedUnmount&) = delete;
-
- private:
-  std::string dir_;
-};
 
 class DiffTest : public ::testing::Test {
  protected:
@@ -114,7 +88,7 @@ class DiffTest : public ::testing::Test {
     const std::string upper = *d + "/upper", work = upper + ".work", merged = *d + "/merged";
     Shell("mkdir " + upper + " " + work + " " + merged);
     {
-      ScopedUnmount guard(merged);
+      ScopedMount guard(merged);
       Shell("mount -t overlay overlay -o lowerdir=" + *lower_ + ",upperdir=" + upper +
             ",workdir=" + work + options + " " + merged);
       Shell("set -e; M=" + merged + "; " + script);
@@ -237,7 +211,7 @@ TEST_F(DiffTest, UsageErrorsPrintOneLine) {
 TEST_F(DiffTest, MountIsFoundInTheMountTable) {
   auto d = MakeTempDir(*dir_, "mnt-");
   ASSERT_TRUE(d.ok());
-  ScopedUnmount guard(*d);
+  ScopedMount guard(*d);
   ProcessResult r = Imagefs({"mount", "--read-only", *busybox_, *d});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   r = Imagefs({"diff", *d});  // read-only: no upper dir, nothing changed

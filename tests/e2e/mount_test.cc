@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "tests/e2e/imagefs_runner.h"
+#include "tests/e2e/mounts.h"
 #include "tests/testing/images.h"
 #include "tests/testing/registry.h"
 #include "util/file.h"
@@ -45,27 +46,6 @@ std::string MountInfo(const std::string& mountpoint) {
   }
   return "";
 }
-
-bool IsMounted(const std::string& mountpoint) { return !MountInfo(mountpoint).empty(); }
-
-// Unmounts whatever is still mounted at a directory when it goes out of scope.
-class ScopedMount {
- public:
-  explicit ScopedMount(std::string dir) : dir_(std::move(dir)) {}
-  ~ScopedMount() {
-    for (int i = 0; i < 5 && IsMounted(dir_); ++i) {
-      if (::umount2(dir_.c_str(), MNT_DETACH) != 0) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-    }
-  }
-  ScopedMount(const ScopedMount&) = delete;
-  ScopedMount& operator=(const ScopedMount&) = delete;
-  const std::string& dir() const { return dir_; }
-
- private:
-  std::string dir_;
-};
 
 std::map<std::string, std::string> Xattrs(const std::string& path) {
   std::map<std::string, std::string> out;

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "tests/e2e/imagefs_runner.h"
+#include "tests/e2e/mounts.h"
 #include "tests/testing/images.h"
 #include "tests/testing/process.h"
 #include "tests/testing/registry.h"
@@ -23,16 +24,6 @@
 namespace imagefs::testing {
 namespace {
 
-bool IsMounted(const std::string& mountpoint) {
-  std::ifstream in("/proc/self/mountinfo");
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream f(line);
-    std::string id, parent, dev, root, point;
-    f >> id >> parent >> dev >> root >> point;
-    if (point == mountpoint) return true;
-  }
-  return false;
-}
 
 std::vector<std::string> ListNames(const std::string& dir) {
   std::vector<std::string> out;

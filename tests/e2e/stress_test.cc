@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "tests/e2e/imagefs_runner.h"
+#include "tests/e2e/mounts.h"
 #include "tests/testing/images.h"
 #include "tests/testing/registry.h"
 #include "util/file.h"
@@ -38,34 +39,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-bool IsMounted(const std::string& mountpoint) {
-  std::ifstream in("/proc/self/mountinfo");
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream f(line);
-    std::string id, parent, dev, root, point;
-    f >> id >> parent >> dev >> root >> point;
-    if (point == mountpoint) return true;
-  }
-  return false;
-}
-
-class ScopedMount {
- public:
-  explicit ScopedMount(std::string dir) : dir_(std::move(dir)) {}
-  ~ScopedMount() {
-    for (int i = 0; i < 5 && IsMounted(dir_); ++i) {
-      if (::umount2(dir_.c_str(), MNT_DETACH) != 0) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-    }
-  }
-  ScopedMount(const ScopedMount&) = delete;
-  ScopedMount& operator=(const ScopedMount&) = delete;
-  const std::string& dir() const { return dir_; }
-
- private:
-  std::string dir_;
-};
 
 // Collects the failures of many threads; keeps the first few messages.
 class Failures {
