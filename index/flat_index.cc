@@ -13,7 +13,8 @@ namespace imagefs::index {
 namespace {
 
 constexpr std::string_view kMagic = "IFSLIDX\x01";
-// 2 adds prefetch_end after blob_size; version 1 files still decode (prefetch_end 0).
+// 2 added prefetch_end after blob_size. Other versions are kUnsupported: the cache then
+// rebuilds the index (decode and encode stay exact inverses).
 constexpr uint32_t kVersion = 2;
 constexpr size_t kTrailer = 32;
 constexpr size_t kNodeBytes = 80;
@@ -221,7 +222,7 @@ Result<std::unique_ptr<FlatLayerIndex>> FlatLayerIndex::DecodeFrom(std::string_v
   Decoder dec(body.substr(kMagic.size()));
   uint32_t version;
   if (!dec.GetU32(version)) return bad("truncated");
-  if (version != kVersion && version != 1) {
+  if (version != kVersion) {
     return Status::Unsupported("layer index: version " + std::to_string(version) +
                                " is not supported");
   }
@@ -232,8 +233,8 @@ Result<std::unique_ptr<FlatLayerIndex>> FlatLayerIndex::DecodeFrom(std::string_v
   uint64_t arena_len;
   std::string_view digest;
   if (!dec.GetU8(format) || !dec.GetU8(has_checkpoints) || !dec.GetU16(reserved) ||
-      !dec.GetU64(index->blob_size_) ||
-      (version >= 2 && !dec.GetU64(index->prefetch_end_)) || !dec.GetU32(digest_len) ||
+      !dec.GetU64(index->blob_size_) || !dec.GetU64(index->prefetch_end_) ||
+      !dec.GetU32(digest_len) ||
       !dec.GetBytes(digest_len, digest) || !dec.GetU32(node_count) ||
       !dec.GetU32(dirent_count) || !dec.GetU32(xattr_count) || !dec.GetU32(chunk_count) ||
       !dec.GetU64(arena_len)) {
