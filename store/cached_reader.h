@@ -87,10 +87,9 @@ class CachedFileReader {
   };
   using Bytes = std::shared_ptr<const std::string>;
 
+  // The file's content chunks that overlap [from, to).
   Result<std::vector<ContentChunk>> ChunksOf(const index::MergedView::Origin& origin,
-                                             uint64_t size) const;
-  // The chunk's bytes if the store (or the pending queue) has them.
-  Bytes Lookup(const ContentChunk& chunk);
+                                             uint64_t size, uint64_t from, uint64_t to) const;
   // Reads chunks [first, last] of the file through the view in one call and queues them
   // for storing; returns their bytes in order.
   Result<std::vector<Bytes>> Fill(index::Ino ino, const std::vector<ContentChunk>& chunks,
