@@ -153,6 +153,11 @@ std::string_view LayerFormatName(LayerFormat format);
 struct OpenOptions {
   // Uncompressed bytes between restart points / spans of the plain gzip and zstd readers.
   uint64_t span_size = 4 << 20;
+  // A plain gzip or zstd layer is decoded whole, front to back, to build its index. When
+  // set, this is called once before that scan and the scan reads the source it returns
+  // (e.g. one that streams the blob once into a local file, fetch/streamed_source.h);
+  // null or unset: the scan reads `source`. The caller owns the returned source.
+  std::function<Result<fetch::BlobSource*>()> scan_source;
 };
 
 // Opens the index of one layer: a cached index (by layer digest) when `cache` has one,

@@ -104,16 +104,22 @@ Result<std::unique_ptr<LayerIndex>> Open(fetch::BlobSource& source, std::string_
   Sniffed kind = Sniff(head);
   if (kind == Sniffed::kUnknown && IsTarMediaType(media_type)) kind = Sniffed::kTar;
 
+  // A tar is scanned by its headers alone (sparse reads); gzip and zstd streams whole.
+  fetch::BlobSource* scan = &source;
+  if ((kind == Sniffed::kGzip || kind == Sniffed::kZstd) && options.scan_source) {
+    ASSIGN_OR_RETURN(fetch::BlobSource* chosen, options.scan_source());
+    if (chosen != nullptr) scan = chosen;
+  }
   Result<std::unique_ptr<FlatLayerIndex>> built = Status::Internal("no reader");
   switch (kind) {
     case Sniffed::kTar:
       built = internal::BuildTarIndex(source, digest);
       break;
     case Sniffed::kGzip:
-      built = internal::BuildGzipIndex(source, digest, options.span_size);
+      built = internal::BuildGzipIndex(*scan, digest, options.span_size);
       break;
     case Sniffed::kZstd:
-      built = internal::BuildZstdIndex(source, digest, options.span_size);
+      built = internal::BuildZstdIndex(*scan, digest, options.span_size);
       break;
     case Sniffed::kUnknown:
       return Status::Unsupported("layer " + name + ": unrecognized layer format (media type \"" +

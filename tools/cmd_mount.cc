@@ -190,6 +190,7 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   record.mountpoint = req.mountpoint;
   record.upper = req.upper;
   record.started = static_cast<int64_t>(::time(nullptr));
+  record.fetched_bytes = opened->fetched_bytes->load();  // the indexes (a gzip layer: all of it)
   if (Status recorded = RecordMount(global.root, record); !recorded.ok()) {
     LOG(kWarn) << "recording the mount: " << recorded.message();
   }

@@ -1,7 +1,9 @@
 #include "tools/image_view.h"
 
 #include <algorithm>
+#include <future>
 
+#include "fetch/streamed_source.h"
 #include "index/index_cache.h"
 #include "store/blob_store.h"
 #include "store/metadata_store.h"
@@ -118,7 +120,8 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
   std::vector<index::ViewLayer> layers;
   std::vector<bool> remote;  // per layer: read from the registry (so worth caching)
   const bool from_registry = out.opened.ref.transport == fetch::Transport::kDocker;
-  for (const fetch::Descriptor& desc : out.opened.image.parsed.layers) {
+  const auto& descs = out.opened.image.parsed.layers;
+  for (const fetch::Descriptor& desc : descs) {
     std::unique_ptr<fetch::BlobSource> source;
     remote.push_back(false);
     out.preloaders.push_back(nullptr);
@@ -140,9 +143,48 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
         source = std::move(preload);
       }
     }
-    ASSIGN_OR_RETURN(auto layer_index, index::OpenLayerIndex(*source, desc, cache.get()));
-    layers.push_back({std::move(source), std::move(layer_index)});
+    layers.push_back({std::move(source), nullptr});
   }
+  // Layer indexes are opened in parallel: for a plain gzip layer that means its download.
+  std::vector<std::future<Status>> opening;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    opening.push_back(std::async(std::launch::async, [&, i]() -> Status {
+      std::unique_ptr<fetch::StreamedBlobSource> streamed;
+      index::OpenOptions options;
+      if (remote[i]) {
+        // A layer that must be decoded whole is streamed once into a local copy that
+        // the scan and every later read of the mount use (fetch/streamed_source.h).
+        options.scan_source = [&]() -> Result<fetch::BlobSource*> {
+          ASSIGN_OR_RETURN(auto inner, out.opened.source->OpenBlob(descs[i]));
+          auto counted = std::make_unique<CountingBlobSource>(std::move(inner), out.fetched_bytes);
+          auto started = fetch::StreamedBlobSource::Start(
+              std::move(counted), Digest::Parse(descs[i].digest).value_or(Digest()),
+              global.root + "/tmp");
+          if (!started.ok()) {
+            LOG(kWarn) << "layer " << descs[i].digest << ": " << started.status().message()
+                       << " (scanning it by range reads instead)";
+            return nullptr;
+          }
+          streamed = std::move(*started);
+          return streamed.get();
+        };
+      }
+      ASSIGN_OR_RETURN(layers[i].index, index::OpenLayerIndex(*layers[i].source, descs[i],
+                                                               cache.get(), options));
+      if (streamed) {
+        RETURN_IF_ERROR(streamed->Wait());
+        layers[i].source = std::move(streamed);
+        out.preloaders[i] = nullptr;
+      }
+      return Status::Ok();
+    }));
+  }
+  Status first_error;
+  for (auto& f : opening) {
+    Status st = f.get();
+    if (!st.ok() && first_error.ok()) first_error = std::move(st);
+  }
+  RETURN_IF_ERROR(first_error);
   ASSIGN_OR_RETURN(out.view, index::MergedView::Build(std::move(layers)));
   if (std::find(remote.begin(), remote.end(), true) != remote.end()) {
     auto chunks = OpenChunkStore(global);

@@ -1,0 +1,186 @@
+#include "fetch/streamed_source.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <future>
+#include <vector>
+
+#include "util/log.h"
+
+namespace imagefs::fetch {
+namespace {
+
+// The first window is small so the scan can start after one round trip; windows then
+// double up to kMaxWindow, each fetched as parts requested together.
+constexpr uint64_t kFirstWindow = 1 << 20;
+constexpr uint64_t kMaxWindow = 16 << 20;
+constexpr uint64_t kPart = 4 << 20;
+
+Result<UniqueFd> OpenUnnamedFile(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (fd) return fd;
+  // Filesystems without O_TMPFILE: a named file, unlinked at once.
+  std::string path = dir + "/stream-XXXXXX";
+  int raw = ::mkostemp(path.data(), O_CLOEXEC);
+  if (raw < 0) return Status::FromErrno(errno, "creating a temporary file in " + dir);
+  ::unlink(path.c_str());
+  return UniqueFd(raw);
+}
+
+Status WriteAllAt(int fd, std::span<const uint8_t> data, uint64_t offset) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done,
+                         static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "writing the streamed copy");
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+// Fetches [offset, offset + len) of `source` as parts requested together.
+Status FetchWindow(BlobSource& source, uint64_t offset, std::vector<uint8_t>& buf) {
+  std::vector<ByteRange> parts;
+  std::vector<std::span<uint8_t>> outs;
+  for (uint64_t off = 0; off < buf.size(); off += kPart) {
+    const uint64_t len = std::min<uint64_t>(kPart, buf.size() - off);
+    parts.push_back({offset + off, len});
+    outs.emplace_back(buf.data() + off, len);
+  }
+  return source.ReadRanges(parts, outs);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<StreamedBlobSource>> StreamedBlobSource::Start(
+    std::unique_ptr<BlobSource> inner, Digest expected, const std::string& tmp_dir) {
+  ::mkdir(tmp_dir.c_str(), 0700);  // usually there already
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenUnnamedFile(tmp_dir));
+  return std::unique_ptr<StreamedBlobSource>(
+      new StreamedBlobSource(std::move(inner), std::move(expected), std::move(fd)));
+}
+
+StreamedBlobSource::StreamedBlobSource(std::unique_ptr<BlobSource> inner, Digest expected,
+                                       UniqueFd fd)
+    : inner_(std::move(inner)),
+      expected_(std::move(expected)),
+      fd_(std::move(fd)),
+      size_(inner_->Size()),
+      thread_([this] { Run(); }) {}
+
+StreamedBlobSource::~StreamedBlobSource() {
+  stop_ = true;
+  thread_.join();
+}
+
+void StreamedBlobSource::End(State state, Status status) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    state_ = state;
+    status_ = std::move(status);
+  }
+  cv_.notify_all();
+}
+
+void StreamedBlobSource::Run() {
+  using Fetched = std::pair<Status, std::shared_ptr<std::vector<uint8_t>>>;
+  Sha256 hash;
+  uint64_t offset = 0;
+  uint64_t window = kFirstWindow;
+  auto fetch = [this](uint64_t at, uint64_t len) {
+    auto buf = std::make_shared<std::vector<uint8_t>>(len);
+    return std::async(std::launch::async, [this, at, buf]() -> Fetched {
+      return {FetchWindow(*inner_, at, *buf), buf};
+    });
+  };
+  std::future<Fetched> next;
+  if (size_ > 0) next = fetch(0, std::min(window, size_));
+  while (offset < size_) {
+    auto [status, buf] = next.get();
+    if (!status.ok()) return End(State::kFailed, std::move(status));
+    const uint64_t got_end = offset + buf->size();
+    // The next window is requested before this one is written.
+    if (got_end < size_ && !stop_) {
+      window = std::min(window * 2, kMaxWindow);
+      next = fetch(got_end, std::min(window, size_ - got_end));
+    }
+    hash.Update(std::span<const uint8_t>(*buf));
+    Status wrote = WriteAllAt(fd_.get(), *buf, offset);
+    if (!wrote.ok()) {
+      LOG(kWarn) << Describe() << ": can't keep the streamed copy (" << wrote.message()
+                 << "); reading it from its source instead";
+      if (next.valid()) next.wait();
+      return End(State::kLocalFailed, Status::Ok());
+    }
+    offset = got_end;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      available_ = offset;
+    }
+    cv_.notify_all();
+    if (stop_) {
+      if (next.valid()) next.wait();
+      return End(State::kFailed, Status::Unavailable(Describe() + ": streaming stopped"));
+    }
+  }
+  if (!expected_.empty()) {
+    Digest got = hash.Finish();
+    if (got != expected_) {
+      return End(State::kFailed,
+                 Status::Corruption(Describe() + ": digest mismatch (got " + got.String() +
+                                    "): the source holds other bytes than its digest says"));
+    }
+  }
+  End(State::kVerified, Status::Ok());
+}
+
+Status StreamedBlobSource::Wait() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return state_ != State::kRunning; });
+  return status_;
+}
+
+uint64_t StreamedBlobSource::local_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return available_;
+}
+
+Result<size_t> StreamedBlobSource::ReadAt(uint64_t offset, std::span<uint8_t> out) {
+  if (offset >= size_) return size_t{0};
+  const uint64_t end = std::min<uint64_t>(size_, offset + out.size());
+  bool local;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    // Bytes short of the end are served once written; the end waits for verification.
+    auto ready = [&] {
+      return state_ == State::kVerified || state_ == State::kFailed ||
+             state_ == State::kLocalFailed || (end < size_ && end <= available_);
+    };
+    cv_.wait(lock, ready);
+    if (state_ == State::kFailed) return status_;
+    local = end <= available_;
+  }
+  if (!local) return inner_->ReadAt(offset, out);
+  const size_t want = static_cast<size_t>(end - offset);
+  size_t done = 0;
+  while (done < want) {
+    ssize_t n = ::pread(fd_.get(), out.data() + done, want - done,
+                        static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "reading the streamed copy of " + Describe());
+    }
+    if (n == 0) return Status::Internal("streamed copy of " + Describe() + " is short");
+    done += static_cast<size_t>(n);
+  }
+  return want;
+}
+
+}  // namespace imagefs::fetch
