@@ -402,6 +402,30 @@ TEST_F(MountTest, RecordedProfileConvertedImagePrefetchesItsFiles) {
   EXPECT_GT(registry_->SettledBytesSent(), 0u);
 }
 
+// --prefetch all: once the background fetch has settled, every file of the image is local
+// (the registry sends nothing more while the whole tree is read and compared).
+TEST_F(MountTest, PrefetchAllMakesTheWholeImageLocal) {
+  for (size_t i : {size_t{0}, size_t{1}}) {  // plain gzip, imagefs zstd:chunked
+    const Variant& v = (*variants_)[i];
+    SCOPED_TRACE(v.format);
+    auto cold = MakeTempDir(*dir_, "all-root-");
+    ASSERT_TRUE(cold.ok());
+    ScopedMount mnt(NewMountpoint());
+    ProcessResult r = RunImagefs({"--root", *cold, "mount", "--read-only", "--prefetch", "all",
+                                  v.ref, mnt.dir()},
+                                 registry_->client_env());
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    registry_->SettledBytesSent();
+    registry_->ResetCounters();
+    EXPECT_EQ(Shell("cd " + mnt.dir() + " && find . -type f -print0 | sort -z | "
+                    "xargs -0 cat | sha256sum"),
+              Shell("cd " + *oracle_ + " && find . -type f -print0 | sort -z | "
+                    "xargs -0 cat | sha256sum"));
+    EXPECT_EQ(registry_->SettledBytesSent(), 0u) << "prefetch all left files to fetch";
+    EXPECT_EQ(RunImagefs({"--root", *cold, "umount", mnt.dir()}).exit_code, 0);
+  }
+}
+
 TEST_F(MountTest, AProcessStartsFromTheMount) {
   if (::geteuid() != 0) GTEST_SKIP() << "chroot needs root";
   const Variant& v = (*variants_)[1];  // the zstd:chunked conversion
