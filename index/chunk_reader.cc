@@ -239,22 +239,29 @@ Result<size_t> ChunkReader::ReadFile(NodeId id, uint64_t offset, std::span<uint8
     uint64_t begin;  // file offsets wanted from this chunk
     uint64_t end;
     bool direct;
+    bool keep;              // a compressed span: worth keeping decoded for the next read
+    SpanCache::Span span;   // already decoded (from the span cache)
+    size_t range = 0;       // index into ranges when fetched
   };
   std::vector<Piece> pieces;
   std::vector<fetch::ByteRange> ranges;
   uint64_t covered = offset;
   for (auto it = first; it != chunks.end() && it->file_offset < end; ++it) {
     Piece p{&*it, std::max(offset, it->file_offset), std::min(end, it->file_offset + it->length),
-            it->codec == Codec::kNone && !it->has_digest};
+            it->codec == Codec::kNone && !it->has_digest, it->codec != Codec::kNone, nullptr};
     if (p.begin != covered || p.end <= p.begin) break;  // a gap: reported below
     covered = p.end;
-    if (p.direct) {
-      ranges.push_back({it->blob_offset + it->skip + it->inner_offset + (p.begin - it->file_offset),
-                        p.end - p.begin});
-    } else {
-      ranges.push_back({it->blob_offset, it->blob_length});
+    if (p.keep && spans_ != nullptr) p.span = spans_->Get(layer_, it->blob_offset);
+    if (!p.span) {
+      p.range = ranges.size();
+      if (p.direct) {
+        ranges.push_back({it->blob_offset + it->skip + it->inner_offset + (p.begin - it->file_offset),
+                          p.end - p.begin});
+      } else {
+        ranges.push_back({it->blob_offset, it->blob_length});
+      }
     }
-    pieces.push_back(p);
+    pieces.push_back(std::move(p));
   }
   if (covered != end) {
     return Status::Corruption("layer " + index_.layer_digest() + ": chunks of node " +
@@ -267,17 +274,23 @@ Result<size_t> ChunkReader::ReadFile(NodeId id, uint64_t offset, std::span<uint8
     buffers[i].resize(ranges[i].length);
     outs.push_back(buffers[i]);
   }
-  RETURN_IF_ERROR(source_.ReadRanges(ranges, outs));
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    const Piece& p = pieces[i];
+  if (!ranges.empty()) RETURN_IF_ERROR(source_.ReadRanges(ranges, outs));
+  for (Piece& p : pieces) {
     uint8_t* dst = out.data() + (p.begin - offset);
     if (p.direct) {
-      std::memcpy(dst, buffers[i].data(), buffers[i].size());
+      std::memcpy(dst, buffers[p.range].data(), buffers[p.range].size());
       continue;
     }
-    ASSIGN_OR_RETURN(std::vector<uint8_t> span, DecodeSpan(*p.chunk, buffers[i]));
-    uint64_t from = p.chunk->inner_offset + (p.begin - p.chunk->file_offset);
-    std::memcpy(dst, span.data() + from, p.end - p.begin);
+    if (!p.span) {
+      ASSIGN_OR_RETURN(std::vector<uint8_t> decoded, DecodeSpan(*p.chunk, buffers[p.range]));
+      p.span = std::make_shared<const std::vector<uint8_t>>(std::move(decoded));
+      if (p.keep && spans_ != nullptr) spans_->Put(layer_, p.chunk->blob_offset, p.span);
+    }
+    const uint64_t from = p.chunk->inner_offset + (p.begin - p.chunk->file_offset);
+    if (from > p.span->size() || p.end - p.begin > p.span->size() - from) {
+      return Status::Corruption(Where(*p.chunk) + ": file bytes outside the span");
+    }
+    std::memcpy(dst, p.span->data() + from, p.end - p.begin);
   }
   return static_cast<size_t>(end - offset);
 }

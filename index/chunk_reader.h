@@ -15,6 +15,7 @@
 
 #include "fetch/blob_source.h"
 #include "index/layer_index.h"
+#include "index/span_cache.h"
 
 namespace imagefs::index {
 
@@ -22,6 +23,11 @@ class ChunkReader {
  public:
   ChunkReader(fetch::BlobSource& source, const LayerIndex& index)
       : source_(source), index_(index) {}
+  // ReadFile keeps the spans it decodes that hold more than one chunk in `spans` (under
+  // `layer`, the layer's place in its image) and takes them from there next time.
+  ChunkReader(fetch::BlobSource& source, const LayerIndex& index, SpanCache* spans,
+              uint32_t layer)
+      : source_(source), index_(index), spans_(spans), layer_(layer) {}
   ChunkReader(const ChunkReader&) = delete;
   ChunkReader& operator=(const ChunkReader&) = delete;
 
@@ -42,6 +48,8 @@ class ChunkReader {
 
   fetch::BlobSource& source_;
   const LayerIndex& index_;
+  SpanCache* const spans_ = nullptr;
+  const uint32_t layer_ = 0;
 };
 
 // One-shot form of ChunkReader::ReadFile.

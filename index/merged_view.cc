@@ -267,7 +267,8 @@ Result<MergedView::Origin> MergedView::OriginOf(Ino ino) const {
 Result<size_t> MergedView::ReadFile(Ino ino, uint64_t offset, std::span<uint8_t> out) const {
   ASSIGN_OR_RETURN(const Node* n, Get(ino));
   const ViewLayer& layer = layers_[n->layer];
-  return ChunkReader(*layer.source, *layer.index).ReadFile(n->node, offset, out);
+  return ChunkReader(*layer.source, *layer.index, spans_.get(), n->layer)
+      .ReadFile(n->node, offset, out);
 }
 
 size_t MergedView::MemoryUsage() const {

@@ -32,6 +32,7 @@
 
 #include "fetch/blob_source.h"
 #include "index/layer_index.h"
+#include "index/span_cache.h"
 #include "util/status.h"
 
 namespace imagefs::index {
@@ -99,10 +100,14 @@ class MergedView {
   };
   class Builder;
 
+  static constexpr size_t kSpanCacheBytes = 64 << 20;
+
   explicit MergedView(std::vector<ViewLayer> layers) : layers_(std::move(layers)) {}
   Result<const Node*> Get(Ino ino) const;
 
   std::vector<ViewLayer> layers_;
+  // Decoded spans of plain gzip / zstd layers shared by several files (index/span_cache.h).
+  std::unique_ptr<SpanCache> spans_ = std::make_unique<SpanCache>(kSpanCacheBytes);
   std::vector<Node> nodes_;  // nodes_[ino - 1]
   std::vector<Dirent> dirents_;
 };
