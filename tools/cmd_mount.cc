@@ -4,7 +4,8 @@
 // and serves its merged tree through FUSE; file bytes are fetched when read. Writable
 // unless --read-only: changes go to an upper dir (--upper DIR, reused or created; by
 // default a new --root/containers/<64 hex>/upper), its work dir is the sibling
-// <upper>.work, which also holds origin.json naming the base image.
+// <upper>.work, which also holds origin.json naming the base image and image-config.json
+// (the image config's bytes, for imagefs run).
 // By default it detaches: it forks first (before any thread or connection exists), the
 // child opens the image, mounts and reports through a pipe; the parent returns 0 only
 // once a stat of the mountpoint is answered by the new mount, else prints the child's one
@@ -69,6 +70,7 @@ class Background {
         auto stats = store::Prefetch(
             *image_.view, *image_.reader,
             [this](uint32_t layer) { return image_.preloaders[layer]; }, options);
+        LogPhase("prefetched");
         if (!stats.ok()) {
           LOG(kWarn) << "prefetch: " << stats.status().message();
         } else {
@@ -162,6 +164,12 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
     if (Status st = WriteFileAtomic(work + "/origin.json", origin.dump() + "\n"); !st.ok()) {
       return report_failure(st);
     }
+    // The image config as resolved (imagefs run reads it instead of resolving the image
+    // a second time).
+    if (Status st = WriteFileAtomic(work + "/image-config.json", opened->opened.image.config_bytes);
+        !st.ok()) {
+      return report_failure(st);
+    }
     // Every upper node the kernel knows holds an O_PATH fd.
     struct rlimit lim;
     if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
@@ -171,8 +179,18 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   }
 
   store::CachedFileReader* reader = opened->reader.get();
-  filesystem->SetLowerReader([reader](fs::Ino ino, uint64_t offset, std::span<uint8_t> out) {
-    return reader->Read(ino, offset, out);
+  // Bytes of lower files served to FUSE reads (what the workload read, kernel readahead
+  // included), logged at the end beside the bytes fetched.
+  auto served = std::make_shared<std::atomic<uint64_t>>(0);
+  auto first_read = std::make_shared<std::atomic<bool>>(false);
+  filesystem->SetLowerReader([reader, served, first_read](fs::Ino ino, uint64_t offset,
+                                                          std::span<uint8_t> out) {
+    if (!first_read->load(std::memory_order_relaxed) && !first_read->exchange(true)) {
+      LogPhase("first-read");
+    }
+    auto n = reader->Read(ino, offset, out);
+    if (n.ok()) *served += *n;
+    return n;
   });
 
   fs::SessionOptions options;
@@ -196,6 +214,7 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   }
   Background background(global, req, *opened, record);
   background.Start();
+  LogPhase("mounted");
   if (notify_fd >= 0) {
     Notify(notify_fd, "OK\n");
     ::close(notify_fd);
@@ -206,6 +225,13 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   Status st = (*session)->Run();
   session->reset();  // unmounts if the loop ended by a signal
   background.Stop();
+  {
+    const store::CachedReadStats stats = opened->reader->Stats();
+    LOG(kInfo) << "reads: " << served->load() << " bytes of lower files read, "
+               << opened->fetched_bytes->load() << " bytes fetched from the registry ("
+               << stats.hit_bytes << " served from the chunk cache, " << stats.filled_bytes
+               << " filled)";
+  }
   ForgetMount(global.root, record.pid);
   if (!st.ok()) {
     LOG(kError) << st.message();

@@ -43,6 +43,7 @@
 #include <sstream>
 #include <thread>
 
+#include "fetch/manifest.h"
 #include "fs/session.h"
 #include "tools/containers.h"
 #include "tools/format.h"
@@ -593,11 +594,13 @@ int DoRun(const GlobalOptions& global, RunOptions opts) {
       if (j.is_object()) record.manifest_digest = j.value("manifest_digest", "");
     }
   }
-  // The config: read once more from the store (the mount's daemon holds its own view).
-  auto view = OpenImageView(global, opts.image, opts.platform,
-                            *policy == PullPolicy::kAlways ? PullPolicy::kMissing : *policy);
-  if (!view.ok()) return abandon(view.status());
-  const fetch::ImageConfig& config = view->opened.image.config;
+  // The config the mount resolved (its daemon wrote it beside origin.json): no second
+  // round of registry requests, and the config always matches the mounted manifest.
+  auto config_bytes = ReadFile(record.upper + ".work/image-config.json");
+  if (!config_bytes.ok()) return abandon(config_bytes.status());
+  auto parsed_config = fetch::ParseImageConfig(*config_bytes);
+  if (!parsed_config.ok()) return abandon(parsed_config.status());
+  const fetch::ImageConfig& config = *parsed_config;
 
   std::vector<std::string> args = config.entrypoint;
   if (!opts.command.empty()) {
@@ -625,6 +628,7 @@ int DoRun(const GlobalOptions& global, RunOptions opts) {
   if (Status st = WriteFileAtomic(dir + "/config.json", config_json); !st.ok()) return abandon(st);
   if (Status st = WriteContainer(global.root, record); !st.ok()) return abandon(st);
 
+  LogPhase("runtime-start");  // the bundle is ready; runc (or chroot) starts next
   if (!opts.detach) {
     return Supervise(global, record, opts, dir, hostname, *user, env, cwd, unusable);
   }

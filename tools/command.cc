@@ -50,6 +50,16 @@ Result<OpenedImage> OpenImage(const GlobalOptions& global, const std::string& na
   return out;
 }
 
+void LogPhase(const char* what) {
+  if (GetLogLevel() > LogLevel::kInfo) return;
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now).count();
+  char stamp[32];
+  std::snprintf(stamp, sizeof stamp, "%lld.%03lld", static_cast<long long>(ms / 1000),
+                static_cast<long long>(ms % 1000));
+  LOG(kInfo) << "phase " << what << " at " << stamp;
+}
+
 std::string HumanSize(double bytes) {
   static const char* const kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB"};
   int unit = 0;

@@ -59,6 +59,11 @@ struct OpenedImage {
 Result<OpenedImage> OpenImage(const GlobalOptions& global, const std::string& name,
                               const std::string& platform);
 
+// One info line "phase WHAT at <unix seconds, ms resolution>", for the cold-start bench's
+// per-phase breakdown (bench/cold-start/run passes --log-level info and reads the mount
+// daemon's log).
+void LogPhase(const char* what);
+
 // Human-readable sizes as docker prints them: "1.23MB", "512B" (decimal units).
 std::string HumanSize(double bytes);
 

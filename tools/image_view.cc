@@ -117,6 +117,7 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
   } else {
     ASSIGN_OR_RETURN(out.opened, OpenImage(global, name, platform));
   }
+  LogPhase("manifest");  // manifest and config resolved
   std::vector<index::ViewLayer> layers;
   std::vector<bool> remote;  // per layer: read from the registry (so worth caching)
   const bool from_registry = out.opened.ref.transport == fetch::Transport::kDocker;
@@ -186,6 +187,7 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
   }
   RETURN_IF_ERROR(first_error);
   ASSIGN_OR_RETURN(out.view, index::MergedView::Build(std::move(layers)));
+  LogPhase("indexes");
   if (std::find(remote.begin(), remote.end(), true) != remote.end()) {
     auto chunks = OpenChunkStore(global);
     if (chunks.ok()) {

@@ -139,6 +139,38 @@ TEST_F(RunTest, RunsCommandsWithDockersArgsEnvWorkdirUserAndExitCodes) {
   EXPECT_EQ(Imagefs({"mounts", "-q"}).stdout_text, "");
 }
 
+// run takes the config from its mount (<upper>.work/image-config.json) instead of resolving
+// the image a second time: one manifest request per run, none for a pulled image.
+TEST_F(RunTest, ResolvesTheImageOnceAndUsesTheMountsConfig) {
+  auto manifest_requests = [] {
+    int n = 0;
+    (void)registry_->SettledBytesSent();
+    for (const RegistryRequest& req : registry_->Requests()) {
+      if (req.uri.find("/manifests/") != std::string::npos) ++n;
+    }
+    return n;
+  };
+  registry_->ResetCounters();
+  ProcessResult r = Imagefs({"run", "--rm", *ref_, "echo", "once"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.stdout_text, "once\n");
+  EXPECT_EQ(manifest_requests(), 1);
+
+  r = Imagefs({"run", "--name", "kept", *ref_, "true"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const std::vector<std::string> ids = ListNames(root_ + "/containers");
+  ASSERT_EQ(ids.size(), 1u);
+  auto config = ReadFile(root_ + "/containers/" + ids[0] + "/upper.work/image-config.json");
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  EXPECT_NE(config->find("\"rootfs\""), std::string::npos) << *config;
+
+  ASSERT_EQ(Imagefs({"pull", "-q", *ref_}).exit_code, 0);
+  registry_->ResetCounters();
+  r = Imagefs({"run", "--rm", *ref_, "echo", "pulled"});
+  EXPECT_EQ(r.stdout_text, "pulled\n") << r.Describe();
+  EXPECT_EQ(manifest_requests(), 0);
+}
+
 TEST_F(RunTest, AContainerKeepsItsChangesForDiffWithoutTheRuntimesMountPoints) {
   ProcessResult r = Imagefs(
       {"run", "--name", "c1", *ref_, "sh", "-c", "echo x > /new.txt; busybox rm /etc/group"});
