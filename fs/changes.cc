@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -21,7 +22,6 @@ using index::Ino;
 using index::MergedView;
 using index::NodeAttr;
 
-constexpr const char* kCapability = "security.capability";
 constexpr size_t kCompareBlock = 1 << 20;
 
 // The overlayfs marker `what` ("opaque", "redirect"...) under either namespace
@@ -55,14 +55,65 @@ Result<std::optional<std::string>> OverlayXattr(int fd, const std::string& what)
   return FGetXattr(fd, kUserPrefix + what);
 }
 
-std::optional<std::string> ViewXattr(const MergedView& view, Ino ino, std::string_view name) {
-  auto xattrs = view.Xattrs(ino);
-  if (!xattrs.ok()) return std::nullopt;
-  for (const index::XattrView& x : *xattrs) {
-    if (x.name == name) return std::string(x.value);
+// An entry's xattrs in a view, overlayfs's own left out.
+Result<std::map<std::string, std::string>> ViewXattrs(const MergedView& view, Ino ino) {
+  std::map<std::string, std::string> out;
+  ASSIGN_OR_RETURN(auto xattrs, view.Xattrs(ino));
+  for (const index::XattrView& x : xattrs) {
+    if (!IsOverlayXattr(x.name)) out.emplace(x.name, x.value);
   }
-  return std::nullopt;
+  return out;
 }
+
+Result<bool> ViewXattrsDiffer(const MergedView& a, Ino ai, const MergedView& b, Ino bi) {
+  ASSIGN_OR_RETURN(auto x, ViewXattrs(a, ai));
+  ASSIGN_OR_RETURN(auto y, ViewXattrs(b, bi));
+  return x != y;
+}
+
+}  // namespace
+
+bool IsOverlayXattr(std::string_view name) {
+  return name.starts_with(kTrustedPrefix) || name.starts_with(kUserPrefix);
+}
+
+Result<std::map<std::string, std::string>> ReadXattrs(const std::string& path,
+                                                      const std::string& what) {
+  std::map<std::string, std::string> out;
+  std::string names;
+  for (int attempt = 0;; ++attempt) {
+    ssize_t n = ::llistxattr(path.c_str(), nullptr, 0);
+    if (n < 0) {
+      if (errno == ENOTSUP) return out;
+      return Status::FromErrno(errno, what + ": listing xattrs");
+    }
+    names.assign(static_cast<size_t>(n), '\0');
+    n = ::llistxattr(path.c_str(), names.data(), names.size());
+    if (n >= 0) {
+      names.resize(static_cast<size_t>(n));
+      break;
+    }
+    if (errno != ERANGE || attempt > 4) return Status::FromErrno(errno, what + ": listing xattrs");
+  }
+  for (size_t pos = 0; pos < names.size();) {
+    std::string name(names.c_str() + pos);
+    pos += name.size() + 1;
+    if (name.empty() || IsOverlayXattr(name)) continue;
+    ssize_t n = ::lgetxattr(path.c_str(), name.c_str(), nullptr, 0);
+    if (n < 0) {
+      if (errno == ENODATA) continue;
+      return Status::FromErrno(errno, what + ": reading xattr " + name);
+    }
+    std::string value(static_cast<size_t>(n), '\0');
+    n = ::lgetxattr(path.c_str(), name.c_str(), value.data(), value.size());
+    if (n < 0) return Status::FromErrno(errno, what + ": reading xattr " + name);
+    value.resize(static_cast<size_t>(n));
+    out[name] = std::move(value);
+  }
+  return out;
+}
+
+namespace {
 
 // docker's sameFsTime: equal, or equal seconds when either side has no nanoseconds.
 bool SameTime(int64_t a_sec, uint32_t a_nsec, int64_t b_sec, uint32_t b_nsec) {
@@ -154,8 +205,10 @@ class UpperWalker {
               bool has_entry = true) {
     changes.push_back({kind, "/" + rel, has_entry ? rel : "", opaque, mode});
   }
-  // Mode, owner, rdev, size, mtime or security.capability differ.
-  Result<bool> MetaDiffers(const Entry& e, Ino low, const NodeAttr& la);
+  // Mode, owner, rdev, size, mtime or xattrs (overlayfs's own left out) differ. dirfd
+  // holds the entry.
+  Result<bool> MetaDiffers(int dirfd, const std::string& rel, const Entry& e, Ino low,
+                           const NodeAttr& la);
 
   const MergedView& lower_;
   const UpperOptions& options_;
@@ -191,13 +244,13 @@ Result<UpperWalker::Entry> UpperWalker::OpenEntry(int dirfd, const std::string& 
   return e;
 }
 
-Result<bool> UpperWalker::MetaDiffers(const Entry& e, Ino low, const NodeAttr& la) {
+Result<bool> UpperWalker::MetaDiffers(int dirfd, const std::string& rel, const Entry& e,
+                                       Ino low, const NodeAttr& la) {
   if (!SameMeta(AttrOfStat(e.st), la)) return true;
-  if (e.fd.get() >= 0) {
-    ASSIGN_OR_RETURN(auto cap, FGetXattr(e.fd.get(), kCapability));
-    if (cap != ViewXattr(lower_, low, kCapability)) return true;
-  }
-  return false;
+  ASSIGN_OR_RETURN(auto mine,
+                   ReadXattrs("/proc/self/fd/" + std::to_string(dirfd) + "/" + e.name, Where(rel)));
+  ASSIGN_OR_RETURN(auto theirs, ViewXattrs(lower_, low));
+  return mine != theirs;
 }
 
 Result<bool> UpperWalker::WalkDir(int dirfd, const std::string& rel, Ino lower) {
@@ -260,14 +313,14 @@ Result<bool> UpperWalker::WalkDir(int dirfd, const std::string& rel, Ino lower) 
         continue;
       }
       ASSIGN_OR_RETURN(bool inner, WalkDir(e.fd.get(), child, low));
-      ASSIGN_OR_RETURN(bool own, MetaDiffers(e, low, la));
+      ASSIGN_OR_RETURN(bool own, MetaDiffers(dirfd, child, e, low, la));
       if (inner || own) {
         Record(Change::kChanged, child, mode);
         any = true;
       }
       continue;
     }
-    ASSIGN_OR_RETURN(bool differs, MetaDiffers(e, low, la));
+    ASSIGN_OR_RETURN(bool differs, MetaDiffers(dirfd, child, e, low, la));
     if (!differs && S_ISLNK(mode)) {
       std::string target(static_cast<size_t>(e.st.st_size) + 1, '\0');
       ssize_t n = ::readlinkat(dirfd, name.c_str(), target.data(), target.size());
@@ -364,7 +417,8 @@ Result<bool> ImageWalker::Differs(Ino a, const NodeAttr& aa, Ino b, const NodeAt
     return false;
   }
   if (!SameMeta(aa, ba)) return true;
-  if (ViewXattr(from_, a, kCapability) != ViewXattr(to_, b, kCapability)) return true;
+  ASSIGN_OR_RETURN(bool xattrs_differ, ViewXattrsDiffer(from_, a, to_, b));
+  if (xattrs_differ) return true;
   if (S_ISLNK(aa.mode)) {
     ASSIGN_OR_RETURN(std::string_view x, from_.ReadLink(a));
     ASSIGN_OR_RETURN(std::string_view y, to_.ReadLink(b));
@@ -435,8 +489,10 @@ Result<bool> ImageWalker::WalkDir(Ino a, Ino b, const std::string& rel) {
     bool differs = false;
     if (S_ISDIR(ba.mode)) {
       ASSIGN_OR_RETURN(bool inner, WalkDir(ai, bi, child));
-      differs = inner || !SameMeta(aa, ba) ||
-                ViewXattr(from_, ai, kCapability) != ViewXattr(to_, bi, kCapability);
+      differs = inner || !SameMeta(aa, ba);
+      if (!differs) {
+        ASSIGN_OR_RETURN(differs, ViewXattrsDiffer(from_, ai, to_, bi));
+      }
     } else {
       ASSIGN_OR_RETURN(differs, Differs(ai, aa, bi, ba));
     }

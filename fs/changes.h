@@ -13,22 +13,25 @@
 //   - a lower entry of another type (file replaced by a dir, dir by a file or symlink...):
 //     C for the path, and every upper entry inside it A.
 //   - a regular file, symlink or special file over one of the same type: C when the
-//     content (size, then bytes; symlink target), mode, uid, gid, rdev, mtime or the
-//     security.capability xattr differ, else nothing: a copied-up but unchanged file is
-//     not a change (docker's overlay2 driver would print C for it). mtimes are equal as
+//     content (size, then bytes; symlink target), mode, uid, gid, rdev, mtime or the set
+//     of xattrs (names and values, overlayfs's own left out) differ, else nothing: a
+//     copied-up but unchanged file is not a change (docker's overlay2 driver would print
+//     C for it). mtimes are equal as
 //     docker's sameFsTime says: same nanoseconds, or same seconds when either side has no
 //     nanoseconds (tar headers carry whole seconds).
 //   - a directory over a directory: C when anything inside changed at any depth, or its
-//     own mode, uid, gid, mtime or security.capability changed; so every directory on the
+//     own mode, uid, gid, mtime or xattrs changed; so every directory on the
 //     way to a change is C (docker prints `C /usr` ... `C /usr/share/nginx/html` before
 //     `C /usr/share/nginx/html/index.html`).
 //   - an opaque directory (trusted.overlay.opaque = "y"; "x" only says it holds
 //     whiteouts) over a lower directory: C; every lower child that the upper dir does not
 //     re-create is D; every upper child is A, re-created names included (as docker's
 //     archive diff treats an opaque directory's lower children as deleted).
-// Other xattrs are not compared (docker compares only security.capability), and
-// overlayfs's own (trusted.overlay.*, user.overlay.*: origin, impure, nlink, uuid...) are
-// never changes. An upper dir written with redirect_dir (trusted.overlay.redirect) or
+// Every xattr is compared, not only security.capability as docker does: an xattr-only
+// change (setfattr -n user.x on a lower file) is a change, and commit carries it. The
+// overlayfs markers (trusted.overlay.*, user.overlay.*: origin, impure, nlink, uuid,
+// opaque...; imagefs's own bookkeeping is the same trusted.overlay.opaque) are never
+// changes and never in a layer. An upper dir written with redirect_dir (trusted.overlay.redirect) or
 // metacopy (trusted.overlay.metacopy) cannot be read without the lower layers' file
 // handles: it is refused with kUnsupported, never answered with a partial result.
 //
@@ -41,6 +44,7 @@
 // output paths are built from names, so the walk does not depend on where the upper dir
 // lives. Not thread-safe per call; calls on different upper dirs may run concurrently.
 
+#include <map>
 #include <set>
 #include <string>
 #include <string_view>
@@ -62,6 +66,14 @@ struct Change {
   bool opaque = false;  // a directory that hides its lower contents (an opaque upper dir)
   uint32_t mode = 0;    // st_mode of the new entry (0 for kDeleted)
 };
+
+// overlayfs's (and imagefs's) own xattrs: trusted.overlay.*, user.overlay.*.
+bool IsOverlayXattr(std::string_view name);
+
+// The xattrs of the entry at `path` (the last component is not followed), overlayfs's own
+// left out, by name. `what` names the entry in errors. None on a filesystem without xattrs.
+Result<std::map<std::string, std::string>> ReadXattrs(const std::string& path,
+                                                      const std::string& what);
 
 // 'A', 'C' or 'D'.
 char KindLetter(Change::Kind kind);

@@ -25,47 +25,6 @@ std::string ProcPath(int dirfd, const std::string& rel) {
   return "/proc/self/fd/" + std::to_string(dirfd) + "/" + rel;
 }
 
-bool IsOverlayXattr(std::string_view name) {
-  return name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.");
-}
-
-// The entry's xattrs (overlayfs's own left out), sorted by name.
-Result<std::map<std::string, std::string>> ListXattrs(const std::string& path,
-                                                      const std::string& what) {
-  std::map<std::string, std::string> out;
-  std::string names;
-  for (int attempt = 0;; ++attempt) {
-    ssize_t n = ::llistxattr(path.c_str(), nullptr, 0);
-    if (n < 0) {
-      if (errno == ENOTSUP) return out;
-      return Status::FromErrno(errno, what + ": listing xattrs");
-    }
-    names.assign(static_cast<size_t>(n), '\0');
-    n = ::llistxattr(path.c_str(), names.data(), names.size());
-    if (n >= 0) {
-      names.resize(static_cast<size_t>(n));
-      break;
-    }
-    if (errno != ERANGE || attempt > 4) return Status::FromErrno(errno, what + ": listing xattrs");
-  }
-  for (size_t pos = 0; pos < names.size();) {
-    std::string name(names.c_str() + pos);
-    pos += name.size() + 1;
-    if (name.empty() || IsOverlayXattr(name)) continue;
-    ssize_t n = ::lgetxattr(path.c_str(), name.c_str(), nullptr, 0);
-    if (n < 0) {
-      if (errno == ENODATA) continue;
-      return Status::FromErrno(errno, what + ": reading xattr " + name);
-    }
-    std::string value(static_cast<size_t>(n), '\0');
-    n = ::lgetxattr(path.c_str(), name.c_str(), value.data(), value.size());
-    if (n < 0) return Status::FromErrno(errno, what + ": reading xattr " + name);
-    value.resize(static_cast<size_t>(n));
-    out[name] = std::move(value);
-  }
-  return out;
-}
-
 // Writes `value` as zero-padded octal into field[0..len-1) with a NUL; false when it does
 // not fit.
 bool PutOctal(char* field, size_t len, uint64_t value) {
@@ -240,7 +199,7 @@ Status WriteChangesTar(int upper_dirfd, const std::vector<Change>& changes, int 
     h.gid = st.st_gid;
     h.mtime_sec = st.st_mtim.tv_sec;
     h.mtime_nsec = static_cast<uint32_t>(st.st_mtim.tv_nsec);
-    ASSIGN_OR_RETURN(h.xattrs, ListXattrs(ProcPath(upper_dirfd, c.upper_rel), what));
+    ASSIGN_OR_RETURN(h.xattrs, ReadXattrs(ProcPath(upper_dirfd, c.upper_rel), what));
     if (S_ISDIR(st.st_mode)) {
       h.type = '5';
       h.name += "/";

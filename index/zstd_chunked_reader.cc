@@ -67,21 +67,39 @@ void AppendJsonString(std::string& out, std::string_view s) {
   out.push_back('"');
 }
 
+// Slicing-by-8 (eight 256-entry tables, 8 bytes per step): the byte-at-a-time loop was a
+// fifth of a zstd:chunked commit's CPU time. table[0] is the classic reflected table;
+// table[k][i] is table[0] applied to table[k-1][i] shifted by one more byte.
 uint64_t Crc64Iso(uint64_t crc, std::string_view data) {
-  static const std::array<uint64_t, 256> table = [] {
-    std::array<uint64_t, 256> t{};
+  using Tables = std::array<std::array<uint64_t, 256>, 8>;
+  static const Tables tables = [] {
+    Tables t{};
     constexpr uint64_t kPoly = 0xD800000000000000ULL;  // crc64.ISO, reversed
     for (uint64_t i = 0; i < 256; ++i) {
       uint64_t c = i;
       for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ kPoly : c >> 1;
-      t[i] = c;
+      t[0][i] = c;
+    }
+    for (size_t k = 1; k < 8; ++k) {
+      for (size_t i = 0; i < 256; ++i) {
+        t[k][i] = t[0][t[k - 1][i] & 0xff] ^ (t[k - 1][i] >> 8);
+      }
     }
     return t;
   }();
+  const auto* p = reinterpret_cast<const uint8_t*>(data.data());
+  size_t n = data.size();
   crc = ~crc;
-  for (char ch : data) {
-    crc = table[static_cast<uint8_t>(crc) ^ static_cast<uint8_t>(ch)] ^ (crc >> 8);
+  for (; n >= 8; p += 8, n -= 8) {
+    // The next 8 bytes as a little-endian word, whatever the host's byte order.
+    uint64_t word = 0;
+    for (int b = 7; b >= 0; --b) word = (word << 8) | p[b];
+    crc ^= word;
+    crc = tables[7][crc & 0xff] ^ tables[6][(crc >> 8) & 0xff] ^ tables[5][(crc >> 16) & 0xff] ^
+          tables[4][(crc >> 24) & 0xff] ^ tables[3][(crc >> 32) & 0xff] ^
+          tables[2][(crc >> 40) & 0xff] ^ tables[1][(crc >> 48) & 0xff] ^ tables[0][crc >> 56];
   }
+  for (; n > 0; ++p, --n) crc = tables[0][(crc ^ *p) & 0xff] ^ (crc >> 8);
   return ~crc;
 }
 

@@ -523,6 +523,8 @@ Status Writer::WriteEntry(const Entry& e) {
   if (e.data_size > 0) {
     RETURN_IF_ERROR(frames_->End());
     const uint64_t chunk_size = options_.chunk_size;
+    // A file of one chunk: its chunk digest is the file digest, hashed once.
+    const bool one_chunk = e.data_size <= chunk_size;
     Sha256 whole;
     std::string buf;
     for (uint64_t pos = 0; pos < e.data_size;) {
@@ -537,17 +539,18 @@ Status Writer::WriteEntry(const Entry& e) {
         size_t n = static_cast<size_t>(std::min<uint64_t>(kReadPiece, len - done));
         RETURN_IF_ERROR(ReadAt(e.tar.data_offset + pos + done, n, buf));
         whole.Update(buf);
-        chunk_hash.Update(buf);
+        if (!one_chunk) chunk_hash.Update(buf);
         crc = zc::Crc64Iso(crc, buf);
         RETURN_IF_ERROR(frames_->Add(buf));
         done += n;
       }
       RETURN_IF_ERROR(frames_->End());
-      c.digest = chunk_hash.Finish().String();
+      if (!one_chunk) c.digest = chunk_hash.Finish().String();
       chunks.push_back(std::move(c));
       pos += len;
     }
     file_digest = whole.Finish().String();
+    if (one_chunk) chunks.front().digest = file_digest;
     end_offset = out_.offset();
   } else if (e.raw.size > 0) {
     crc = zc::Crc64Iso(0, "");

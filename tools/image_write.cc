@@ -37,7 +37,8 @@ Result<LayerFile> WriteLayerFile(index::SeekableFormat format, const std::string
                             out_path);
           },
           options));
-  if (::fsync(out.get()) != 0) return Status::FromErrno(errno, "syncing " + out_path);
+  // Not fsynced: out_path is a scratch file; the destination syncs its own copy (oci:) or
+  // the registry holds it (docker://).
   LayerFile file;
   file.desc.media_type = written.media_type;
   file.desc.digest = written.digest;

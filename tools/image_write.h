@@ -18,8 +18,9 @@ Result<index::SeekableFormat> ParseSeekableFormat(const std::string& text);
 // "zstd:chunked" or "estargz".
 const char* SeekableFormatName(index::SeekableFormat format);
 
-// Writes the tar at tar_path as a seekable layer into a new file out_path (fsynced); the
-// descriptor carries the writer's media type, digest, size and annotations.
+// Writes the tar at tar_path as a seekable layer into a new file out_path (a scratch file:
+// not fsynced); the descriptor carries the writer's media type, digest, size and
+// annotations.
 struct LayerFile {
   fetch::Descriptor desc;
   std::string diff_id;

@@ -2,7 +2,8 @@
 // runs in a writable mount of the busybox test image, the mount is committed, and the new
 // image must hold the same tree, read by imagefs (a read-only mount) and by standard tools
 // (skopeo + zstd + GNU tar through tests/testing/apply-layers). Then history, inspect,
-// reproducibility, an unchanged container, oci:/docker-archive: and the errors.
+// reproducibility, an unchanged container, oci:/docker-archive: and the errors; and the
+// same round trip with --format estargz (skopeo to an oci: layout, gzip + GNU tar).
 
 #include <gtest/gtest.h>
 #include <sys/mount.h>
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "tests/e2e/imagefs_runner.h"
+#include "tests/e2e/oracle.h"
 #include "tests/testing/images.h"
 #include "tests/testing/registry.h"
 #include "util/file.h"
@@ -49,41 +51,19 @@ for d, dirs, files in os.walk(root):
 print('\n'.join(sorted(out)))
 )PY";
 
-class CommitTest : public ::testing::Test {
+class CommitTest : public BusyboxOracleTest {
  protected:
   static void SetUpTestSuite() {
-    auto reg = TestRegistry::Start(RegistryFlavor::kPlain);
-    ASSERT_TRUE(reg.ok()) << reg.status().message();
-    registry_ = reg->release();
-    auto dir = MakeTempDir("/tmp", "commit-test-");
-    ASSERT_TRUE(dir.ok());
-    dir_ = new std::string(*dir);
-    auto image = TestImage("busybox");
-    ASSERT_TRUE(image.ok()) << image.status().message();
-    busybox_ = new std::string(registry_->host() + "/t/busybox:gzip");
-    ASSERT_TRUE(PushImage(*registry_, *image, "t/busybox:gzip", false).ok());
-    ASSERT_TRUE(WriteFileAtomic(*dir_ + "/dump.py", kTreeDump).ok());
-  }
-  static void TearDownTestSuite() {
-    delete registry_;
-    registry_ = nullptr;
-    if (dir_ != nullptr) (void)RemoveAll(*dir_);
-    delete dir_;
-    delete busybox_;
-  }
-  void SetUp() override {
-    ASSERT_NE(registry_, nullptr);
-    root_ = *dir_ + "/root";
+    BusyboxOracleTest::SetUpTestSuite();
+    if (dir_ != nullptr) {
+      ASSERT_TRUE(WriteFileAtomic(*dir_ + "/dump.py", kTreeDump).ok());
+    }
   }
   void TearDown() override {
     for (const std::string& m : mounts_) {
       (void)Imagefs({"umount", m});
       ::umount2(m.c_str(), MNT_DETACH);
     }
-  }
-  ProcessResult Imagefs(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--root", root_});
-    return RunImagefs(args, registry_->client_env());
   }
   std::string Mount(const std::vector<std::string>& extra, const std::string& image,
                     const std::string& name) {
@@ -112,16 +92,8 @@ class CommitTest : public ::testing::Test {
     return out;
   }
 
-  static TestRegistry* registry_;
-  static std::string* dir_;
-  static std::string* busybox_;
-  std::string root_;
   std::vector<std::string> mounts_;
 };
-
-TestRegistry* CommitTest::registry_ = nullptr;
-std::string* CommitTest::dir_ = nullptr;
-std::string* CommitTest::busybox_ = nullptr;
 
 TEST_F(CommitTest, CommittedImageHoldsTheMountsTreeForImagefsAndStandardTools) {
   const std::string upper = *dir_ + "/upper";
@@ -130,7 +102,8 @@ TEST_F(CommitTest, CommittedImageHoldsTheMountsTreeForImagefsAndStandardTools) {
         " chmod 600 etc/group; rm data/hello.txt; rm -rf usr/share/doc;"
         " mkdir -p usr/share/doc; echo again > usr/share/doc/f; ln tmp/new.txt tmp/hard;"
         " ln -s ../etc/passwd tmp/sym; python3 -c \"import os;"
-        " os.setxattr('tmp/new.txt','user.x',b'v')\"; rm -f etc/hostname || true;"
+        " os.setxattr('tmp/new.txt','user.x',b'v'); os.setxattr('data/xattr.txt','user.y',b'w')\";"
+        " rm -f etc/hostname || true;"
         " mkdir etc/hostname; echo d > etc/hostname/inner");
   const std::string ref = registry_->host() + "/t/committed:1";
   const auto start = std::chrono::steady_clock::now();
@@ -148,19 +121,8 @@ TEST_F(CommitTest, CommittedImageHoldsTheMountsTreeForImagefsAndStandardTools) {
   EXPECT_EQ(Dump(ro), want);
 
   // (b) standard tools unpack the same tree.
-  const std::string dirout = *dir_ + "/committed-dir";
-  auto c = registry_->RunSkopeo({"copy", "--quiet", "--src-tls-verify=false", "docker://" + ref, "dir:" + dirout});
-  ASSERT_TRUE(c.ok() && c->exit_code == 0) << (c.ok() ? c->Describe() : "");
-  std::string args;
-  const Json manifest = Json::parse(*ReadFile(dirout + "/manifest.json"));
-  for (const Json& l : manifest["layers"]) {
-    args += " " + dirout + "/" + l["digest"].get<std::string>().substr(7);
-  }
-  int rc = 0;
-  const std::string applied = Shell(std::string(IMAGEFS_SOURCE_DIR) +
-                                    "/tests/testing/apply-layers " + *dir_ + "/unpacked" + args +
-                                    " 2>&1", &rc);
-  EXPECT_EQ(rc, 0) << applied;
+  UnpackOracle(*registry_, "docker://" + ref, *dir_ + "/committed-dir", *dir_ + "/unpacked");
+  ASSERT_FALSE(HasFatalFailure());
   EXPECT_EQ(Dump(*dir_ + "/unpacked"), want);
 
   // (c) history, (d) inspect.
@@ -193,7 +155,7 @@ TEST_F(CommitTest, CommittedImageHoldsTheMountsTreeForImagefsAndStandardTools) {
   r = Imagefs({"commit", mnt, "docker-archive:" + *dir_ + "/a.tar"});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_NE(r.stderr_text.find("plain tar"), std::string::npos);
-  c = registry_->RunSkopeo({"inspect", "docker-archive:" + *dir_ + "/a.tar"});
+  auto c = registry_->RunSkopeo({"inspect", "docker-archive:" + *dir_ + "/a.tar"});
   EXPECT_TRUE(c.ok() && c->exit_code == 0) << (c.ok() ? c->Describe() : "");
 
   // (h) a dead registry and a socket: one line, exit 1.
@@ -206,6 +168,62 @@ TEST_F(CommitTest, CommittedImageHoldsTheMountsTreeForImagefsAndStandardTools) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(LineCount(r.stderr_text), 1) << r.stderr_text;
   EXPECT_NE(r.stderr_text.find("tmp/sock"), std::string::npos) << r.stderr_text;
+}
+
+// --format estargz: the layer is gzip with a TOC, read by standard tools (skopeo to an
+// oci: layout, gzip + GNU tar) and by imagefs as the mount's tree; history shows the
+// commit; two commits of one upper dir give the same layer.
+TEST_F(CommitTest, EstargzCommitRoundTripsThroughStandardToolsAndImagefs) {
+  const std::string mnt = Mount({"--upper", *dir_ + "/upper-estargz"}, *busybox_, "mnt-estargz");
+  Shell("set -e; cd " + mnt + "; mkdir -p new/sub; echo a > new/sub/f; echo m >> etc/passwd;"
+        " rm -r data/olddir; mkdir data/olddir; echo z > data/olddir/z; rm etc/group;"
+        " ln data/hello.txt data/hl; chmod 700 data/owned.txt; head -c 3000000 data/big.bin >"
+        " new/big; python3 -c \"import os; os.setxattr('data/xattr.txt','user.y',b'w')\"");
+  const std::string want = Dump(mnt);
+  ASSERT_NE(want.find("user.y"), std::string::npos);
+  const std::string ref = registry_->host() + "/t/estargz:1";
+  ProcessResult r = Imagefs({"commit", "--format", "estargz", "-m", "estargz commit", mnt, ref});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+
+  // Standard tools: skopeo to an oci: layout, the new layer is gzip with a TOC digest.
+  const std::string layout = *dir_ + "/estargz-oci";
+  auto c = registry_->RunSkopeo({"copy", "--quiet", "--src-tls-verify=false", "docker://" + ref,
+                                 "oci:" + layout + ":t"});
+  ASSERT_TRUE(c.ok() && c->exit_code == 0) << (c.ok() ? c->Describe() : "");
+  const Json index = Json::parse(*ReadFile(layout + "/index.json"));
+  const std::string manifest_digest = index["manifests"][0]["digest"];
+  const Json manifest =
+      Json::parse(*ReadFile(layout + "/blobs/sha256/" + manifest_digest.substr(7)));
+  const Json& top = manifest["layers"].back();
+  EXPECT_NE(top["mediaType"].get<std::string>().find("gzip"), std::string::npos) << top;
+  EXPECT_TRUE(top["annotations"].contains("containerd.io/snapshot/stargz/toc.digest")) << top;
+  std::vector<std::string> layers;
+  for (const Json& l : manifest["layers"]) {
+    layers.push_back(layout + "/blobs/sha256/" + l["digest"].get<std::string>().substr(7));
+  }
+  ApplyLayers(*dir_ + "/estargz-tree", layers);
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_EQ(Dump(*dir_ + "/estargz-tree"), want);
+
+  // imagefs reads it as the mount's tree.
+  const std::string ro = Mount({"--read-only"}, ref, "ro-estargz");
+  EXPECT_EQ(Dump(ro), want);
+
+  // History: the base's entries, then the commit's.
+  ASSERT_EQ(Imagefs({"pull", ref}).exit_code, 0);
+  r = Imagefs({"history", "--no-trunc", ref});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const std::vector<std::string> lines = Lines(r.stdout_text);
+  ASSERT_GE(lines.size(), 2u) << r.stdout_text;
+  EXPECT_NE(lines[1].find("imagefs commit"), std::string::npos) << r.stdout_text;
+  EXPECT_NE(lines[1].find("estargz commit"), std::string::npos) << r.stdout_text;
+
+  // Reproducible: the same upper dir gives the same layer (and so the same diff_id).
+  const std::string ref2 = registry_->host() + "/t/estargz:2";
+  r = Imagefs({"commit", "--format", "estargz", mnt, ref2});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(Layers(ref2), Layers(ref));
+  EXPECT_EQ(Layers(ref).size(), Layers(*busybox_).size() + 1);
 }
 
 TEST_F(CommitTest, UnchangedContainerGivesAnEmptyLayerHistoryEntry) {

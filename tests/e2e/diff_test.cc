@@ -1,8 +1,10 @@
 // imagefs diff against a real registry and real kernel overlayfs: the busybox test image
 // is unpacked with standard tools (tests/testing/apply-layers) into a lower dir, mounted
 // with kernel overlayfs, changed by shell commands, unmounted, and `imagefs diff` must
-// print exactly the lines docker diff's rules give (fs/changes.h). Also two images against
-// each other, and the one-line errors.
+// print exactly the lines docker diff's rules give (fs/changes.h): copy-ups that change
+// nothing, refused redirect_dir/metacopy upper dirs, mounts found in the mount table. Also
+// two images against each other, and the one-line errors. The full scenario (one script
+// on an imagefs mount and on kernel overlayfs, the same lines) is diff_overlay_test.cc.
 //
 // Every overlay and imagefs mount is undone by a ScopedMount destructor (umount2 with
 // MNT_DETACH), also when an assertion fails.
@@ -19,6 +21,7 @@
 
 #include "tests/e2e/imagefs_runner.h"
 #include "tests/e2e/mounts.h"
+#include "tests/e2e/oracle.h"
 #include "tests/testing/images.h"
 #include "tests/testing/registry.h"
 #include "util/file.h"
@@ -28,57 +31,8 @@ namespace {
 
 using Json = nlohmann::json;
 
-
-class DiffTest : public ::testing::Test {
+class DiffTest : public BusyboxOracleTest {
  protected:
-  static void SetUpTestSuite() {
-    auto reg = TestRegistry::Start(RegistryFlavor::kPlain);
-    ASSERT_TRUE(reg.ok()) << reg.status().message();
-    registry_ = reg->release();
-    auto dir = MakeTempDir("/tmp", "diff-test-");
-    ASSERT_TRUE(dir.ok());
-    dir_ = new std::string(*dir);
-    auto image = TestImage("busybox");
-    ASSERT_TRUE(image.ok()) << image.status().message();
-    busybox_ = new std::string(registry_->host() + "/t/busybox:gzip");
-    ASSERT_TRUE(PushImage(*registry_, *image, "t/busybox:gzip", false).ok());
-
-    // The lower dir: skopeo's dir: holds the layers by digest; apply them with GNU tar.
-    const std::string dirout = *dir_ + "/busybox-dir";
-    auto c = registry_->RunSkopeo({"copy", "--quiet", "oci:" + *image, "dir:" + dirout});
-    ASSERT_TRUE(c.ok() && c->exit_code == 0) << (c.ok() ? c->Describe() : "");
-    auto manifest = ReadFile(dirout + "/manifest.json");
-    ASSERT_TRUE(manifest.ok());
-    std::string args;
-    const Json parsed = Json::parse(*manifest);
-    for (const Json& l : parsed["layers"]) {
-      args += " " + dirout + "/" + l["digest"].get<std::string>().substr(7);
-    }
-    lower_ = new std::string(*dir_ + "/lower");
-    Shell(std::string(IMAGEFS_SOURCE_DIR) + "/tests/testing/apply-layers " + *lower_ + args);
-    ASSERT_TRUE(PathExists(*lower_ + "/data/hello.txt"));
-  }
-  static void TearDownTestSuite() {
-    delete registry_;
-    registry_ = nullptr;
-    if (dir_ != nullptr) (void)RemoveAll(*dir_);
-    delete dir_;
-    delete lower_;
-    delete busybox_;
-  }
-
-  void SetUp() override {
-    ASSERT_NE(registry_, nullptr);
-    auto root = MakeTempDir(*dir_, "root-");
-    ASSERT_TRUE(root.ok());
-    root_ = *root;
-  }
-
-  ProcessResult Imagefs(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--root", root_});
-    return RunImagefs(args, registry_->client_env());
-  }
-
   // A kernel overlayfs over the lower dir with a fresh upper dir U and its work dir
   // U.work (the layout imagefs mounts will use); runs `script` in the merged dir M
   // ($M in the script), unmounts, and returns U.
@@ -89,79 +43,14 @@ class DiffTest : public ::testing::Test {
     Shell("mkdir " + upper + " " + work + " " + merged);
     {
       ScopedMount guard(merged);
-      Shell("mount -t overlay overlay -o lowerdir=" + *lower_ + ",upperdir=" + upper +
+      Shell("mount -t overlay overlay -o lowerdir=" + *oracle_ + ",upperdir=" + upper +
             ",workdir=" + work + options + " " + merged);
       Shell("set -e; M=" + merged + "; " + script);
       Shell("umount " + merged);
     }
     return upper;
   }
-
-  static TestRegistry* registry_;
-  static std::string* dir_;
-  static std::string* lower_;
-  static std::string* busybox_;
-  std::string root_;
 };
-
-TestRegistry* DiffTest::registry_ = nullptr;
-std::string* DiffTest::dir_ = nullptr;
-std::string* DiffTest::lower_ = nullptr;
-std::string* DiffTest::busybox_ = nullptr;
-
-TEST_F(DiffTest, KernelOverlayUpperDirGivesDockerDiffLines) {
-  const std::string upper = RunInOverlay(
-      "mkdir -p $M/newdir/sub; echo a > $M/newdir/sub/f; echo n > $M/tmp/new.txt;"  // create
-      "echo hi > $M/usr/share/doc/busybox/README;"                                   // modify
-      "echo tester2:x:1001:1001::/:/bin/sh >> $M/etc/passwd;"                        // append
-      "rm $M/etc/group;"                                                             // delete
-      "rm -rf $M/data/olddir; mkdir $M/data/olddir; echo z > $M/data/olddir/z.txt;"  // re-create
-      "mv \"$M/data/with space.txt\" $M/data/renamed.txt;"                           // rename
-      "ln $M/data/hello.txt $M/data/hello-link2;"                                    // hard link
-      "python3 -c 'import os,sys; os.setxattr(sys.argv[1], \"user.x\", b\"1\")' "
-      "$M/data/xattr.txt;"                                                           // xattr only
-      "chmod 600 $M/data/owned.txt;"                                                 // chmod only
-      "rm $M/data/run.sh; mkdir $M/data/run.sh; echo x > $M/data/run.sh/inside;");   // file -> dir
-  // hello.txt and xattr.txt are copied up but unchanged: no line (docker's overlay2 would
-  // print C for them); every directory on the way to a change is C.
-  const std::string want =
-      "C /data\n"
-      "A /data/hello-link2\n"
-      "C /data/olddir\n"
-      "D /data/olddir/new.txt\n"
-      "A /data/olddir/z.txt\n"
-      "C /data/owned.txt\n"
-      "A /data/renamed.txt\n"
-      "C /data/run.sh\n"
-      "A /data/run.sh/inside\n"
-      "D /data/with space.txt\n"
-      "C /etc\n"
-      "D /etc/group\n"
-      "C /etc/passwd\n"
-      "A /newdir\n"
-      "A /newdir/sub\n"
-      "A /newdir/sub/f\n"
-      "C /tmp\n"
-      "A /tmp/new.txt\n"
-      "C /usr\n"
-      "C /usr/share\n"
-      "C /usr/share/doc\n"
-      "C /usr/share/doc/busybox\n"
-      "C /usr/share/doc/busybox/README\n";
-  ASSERT_TRUE(PathExists(upper + "/data/hello.txt"));  // copied up by ln
-  ASSERT_TRUE(PathExists(upper + "/data/xattr.txt"));  // copied up by setxattr
-  ProcessResult r = Imagefs({"diff", "--image", *busybox_, upper});
-  ASSERT_EQ(r.exit_code, 0) << r.Describe();
-  EXPECT_EQ(r.stdout_text, want);
-  EXPECT_EQ(r.stderr_text, "");
-
-  // Without --image: the image named in <upper>.work/origin.json (the mount's contract).
-  ASSERT_TRUE(WriteFileAtomic(upper + ".work/origin.json",
-                              Json{{"image", *busybox_}}.dump()).ok());
-  r = Imagefs({"diff", upper});
-  ASSERT_EQ(r.exit_code, 0) << r.Describe();
-  EXPECT_EQ(r.stdout_text, want);
-}
 
 TEST_F(DiffTest, CopiedUpButUnchangedFilesAreNoChange) {
   const std::string upper = RunInOverlay(

@@ -27,6 +27,7 @@
 
 #include "tests/e2e/imagefs_runner.h"
 #include "tests/e2e/mounts.h"
+#include "tests/e2e/oracle.h"
 #include "tests/testing/images.h"
 #include "tests/testing/registry.h"
 #include "util/file.h"
@@ -185,60 +186,8 @@ name=$(printf 'd%.0s' $(seq 1 200))
 (for i in $(seq 1 25); do mkdir "$name"; cd "$name"; done; echo deep > leaf)
 )SH";
 
-class UpperTest : public ::testing::Test {
+class UpperTest : public BusyboxOracleTest {
  protected:
-  static void SetUpTestSuite() {
-    auto reg = TestRegistry::Start(RegistryFlavor::kPlain);
-    ASSERT_TRUE(reg.ok()) << reg.status().message();
-    registry_ = reg->release();
-    auto dir = MakeTempDir("/tmp", "upper-test-");
-    ASSERT_TRUE(dir.ok());
-    dir_ = new std::string(*dir);
-    auto image = TestImage("busybox");
-    ASSERT_TRUE(image.ok()) << image.status().message();
-    ref_ = new std::string(registry_->host() + "/t/busybox:gzip");
-    ASSERT_TRUE(PushImage(*registry_, *image, "t/busybox:gzip", false).ok());
-    const std::string dirout = *dir_ + "/busybox-dir";
-    auto c = registry_->RunSkopeo({"copy", "--quiet", "oci:" + *image, "dir:" + dirout});
-    ASSERT_TRUE(c.ok() && c->exit_code == 0) << (c.ok() ? c->Describe() : "");
-    auto manifest = ReadFile(dirout + "/manifest.json");
-    ASSERT_TRUE(manifest.ok());
-    std::string args;
-    const Json parsed = Json::parse(*manifest);
-    for (const Json& l : parsed["layers"]) {
-      args += " " + dirout + "/" + l["digest"].get<std::string>().substr(7);
-    }
-    oracle_ = new std::string(*dir_ + "/oracle");
-    Shell(std::string(IMAGEFS_SOURCE_DIR) + "/tests/testing/apply-layers " + *oracle_ + args);
-  }
-  static void TearDownTestSuite() {
-    delete registry_;
-    registry_ = nullptr;
-    if (dir_ != nullptr) (void)RemoveAll(*dir_);
-    delete dir_;
-    delete ref_;
-    delete oracle_;
-  }
-
-  void SetUp() override {
-    ASSERT_NE(registry_, nullptr);
-    auto d = MakeTempDir(*dir_, "case-");
-    ASSERT_TRUE(d.ok());
-    case_ = *d;
-    root_ = case_ + "/root";
-  }
-
-  ProcessResult Imagefs(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--root", root_});
-    return RunImagefs(args, registry_->client_env());
-  }
-
-  std::string Dir(const std::string& name) {
-    const std::string d = case_ + "/" + name;
-    EXPECT_TRUE(MakeDirs(d).ok());
-    return d;
-  }
-
   // Kernel overlayfs over the oracle, as imagefs layers it (no redirect_dir: lower dirs
   // are not renamed; no index: copy-up breaks hard links).
   void MountOverlay(const std::string& upper, const std::string& work, const std::string& mnt) {
@@ -257,36 +206,25 @@ class UpperTest : public ::testing::Test {
     }
     return 0;
   }
-
-  static TestRegistry* registry_;
-  static std::string* dir_;
-  static std::string* ref_;
-  static std::string* oracle_;
-  std::string case_, root_;
 };
-
-TestRegistry* UpperTest::registry_ = nullptr;
-std::string* UpperTest::dir_ = nullptr;
-std::string* UpperTest::ref_ = nullptr;
-std::string* UpperTest::oracle_ = nullptr;
 
 TEST_F(UpperTest, AScenarioLeavesTheSameTreeAndUpperDirAsKernelOverlayfs) {
   const int64_t start = static_cast<int64_t>(::time(nullptr)) - 1;
   const std::string upper = Dir("upper");
   ScopedMount mnt(Dir("mnt"));
-  ProcessResult r = Imagefs({"mount", "--upper", upper, *ref_, mnt.dir()});
+  ProcessResult r = Imagefs({"mount", "--upper", upper, *busybox_, mnt.dir()});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   // origin.json names the base image.
   auto origin = ReadFile(upper + ".work/origin.json");
   ASSERT_TRUE(origin.ok());
   const Json o = Json::parse(*origin);
-  EXPECT_EQ(o["image"], *ref_);
+  EXPECT_EQ(o["image"], *busybox_);
   EXPECT_EQ(o["manifest_digest"].get<std::string>().rfind("sha256:", 0), 0u);
   EXPECT_NE(Imagefs({"mounts"}).stdout_text.find(upper), std::string::npos);
   {
     // One mount per upper dir.
     ScopedMount second(Dir("mnt-second"));
-    ProcessResult again = Imagefs({"mount", "--upper", upper, *ref_, second.dir()});
+    ProcessResult again = Imagefs({"mount", "--upper", upper, *busybox_, second.dir()});
     EXPECT_EQ(again.exit_code, 1);
     EXPECT_EQ(LineCount(again.stderr_text), 1) << again.stderr_text;
     EXPECT_NE(again.stderr_text.find("is in use by another mount"), std::string::npos)
@@ -321,7 +259,7 @@ TEST_F(UpperTest, AScenarioLeavesTheSameTreeAndUpperDirAsKernelOverlayfs) {
   for (int i = 0; i < 50 && DaemonPid(mnt.dir()) != 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  r = Imagefs({"mount", "--upper", upper, *ref_, mnt.dir()});
+  r = Imagefs({"mount", "--upper", upper, *busybox_, mnt.dir()});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   ExpectSameTrees(Tree(mnt.dir(), start, false), Tree(ovl.dir(), start, false));
   ASSERT_EQ(Imagefs({"umount", mnt.dir()}).exit_code, 0);
@@ -335,7 +273,7 @@ TEST_F(UpperTest, AScenarioLeavesTheSameTreeAndUpperDirAsKernelOverlayfs) {
 
 TEST_F(UpperTest, AfterKillNineUmountClearsTheMountAndFsyncedDataSurvives) {
   ScopedMount mnt(Dir("mnt"));
-  ProcessResult r = Imagefs({"mount", *ref_, mnt.dir()});  // a new container's upper dir
+  ProcessResult r = Imagefs({"mount", *busybox_, mnt.dir()});  // a new container's upper dir
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   ProcessResult list = Imagefs({"mounts"});
   const std::string containers = root_ + "/containers/";
@@ -360,7 +298,7 @@ TEST_F(UpperTest, AfterKillNineUmountClearsTheMountAndFsyncedDataSurvives) {
   r = Imagefs({"umount", mnt.dir()});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_FALSE(IsMounted(mnt.dir()));
-  r = Imagefs({"mount", "--upper", upper, *ref_, mnt.dir()});
+  r = Imagefs({"mount", "--upper", upper, *busybox_, mnt.dir()});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(Shell("cat " + mnt.dir() + "/data/synced"), "durable");
   EXPECT_EQ(Shell("cat " + mnt.dir() + "/data/hello.txt"), "hello from imagefs\n");
@@ -369,7 +307,7 @@ TEST_F(UpperTest, AfterKillNineUmountClearsTheMountAndFsyncedDataSurvives) {
 
 TEST_F(UpperTest, PosixCornersOnTheMount) {
   ScopedMount mnt(Dir("mnt"));
-  ProcessResult r = Imagefs({"mount", "--upper", Dir("upper"), *ref_, mnt.dir()});
+  ProcessResult r = Imagefs({"mount", "--upper", Dir("upper"), *busybox_, mnt.dir()});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   const std::string m = mnt.dir();
   // fstat of an unlinked open file: nlink 0.
@@ -417,7 +355,7 @@ TEST_F(UpperTest, AForegroundWritableMountUnmountsCleanlyOnSigterm) {
   ScopedMount mnt(Dir("mnt"));
   const std::string upper = case_ + "/upper";
   ProcessOptions o;
-  o.argv = {ImagefsBinary(), "--root", root_, "mount", "-f", "--upper", upper, *ref_, mnt.dir()};
+  o.argv = {ImagefsBinary(), "--root", root_, "mount", "-f", "--upper", upper, *busybox_, mnt.dir()};
   o.env_set = registry_->client_env();
   o.env_remove = {"REGISTRY_AUTH_FILE", "CONTAINERS_REGISTRIES_CONF", "IMAGEFS_ROOT"};
   auto proc = BackgroundProcess::Start(o, case_ + "/foreground.log");

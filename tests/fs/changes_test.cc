@@ -164,12 +164,47 @@ TEST_F(ChangesTest, MtimeAndSizeChangesAreChanges) {
   EXPECT_EQ(Lines(), "C /etc\nC /etc/hosts\nC /etc/passwd\n");
 }
 
-TEST_F(ChangesTest, UserXattrAloneIsNotAChangeAsInDocker) {
+// Unlike docker (security.capability only), every xattr counts: an xattr-only change of a
+// copied-up lower file is a change (setfattr -n user.x -v 1), so commit carries it.
+TEST_F(ChangesTest, XattrOnlyChangesAreChangesOverlayMarkersAreNot) {
   MkDir("etc");
   Put("etc/passwd", "root\n");
   SetXattr("etc/passwd", "user.x", "1");
   FixTimes();
-  EXPECT_EQ(Lines(), "");
+  EXPECT_EQ(Lines(), "C /etc\nC /etc/passwd\n");
+
+  // A lower tree whose entries carry xattrs (PAX SCHILY.xattr).
+  using index::test::PaxHeader;
+  using index::test::PaxRecord;
+  const std::string keep = PaxHeader(PaxRecord("SCHILY.xattr.user.keep", "v"));
+  auto view = BuildView({Dir("data/") + keep + File("data/same.txt", "s") +
+                         File("data/plain.txt", "p") + keep + File("data/value.txt", "v") +
+                         keep + File("data/dropped.txt", "d") + Dir("data/sub/") + keep +
+                         Dir("data/xsub/") + keep + File("data/xsub/f", "f")});
+  ASSERT_TRUE(view.ok()) << view.status().message();
+  view_ = std::move(*view);
+  ASSERT_TRUE(RemoveAll(upper_).ok());
+  MkDir("");
+  MkDir("data");
+  SetXattr("data", "trusted.overlay.impure", "y");
+  Put("data/same.txt", "s");  // copied up with the same xattrs and overlayfs's own
+  SetXattr("data/same.txt", "user.keep", "v");
+  SetXattr("data/same.txt", "trusted.overlay.origin", std::string("\0\xfb\x21", 3));
+  SetXattr("data/same.txt", "user.overlay.origin", "x");
+  Put("data/plain.txt", "p");  // an xattr added
+  SetXattr("data/plain.txt", "user.new", "1");
+  Put("data/value.txt", "v");  // a value changed
+  SetXattr("data/value.txt", "user.keep", "w");
+  Put("data/dropped.txt", "d");  // an xattr removed
+  MkDir("data/sub");  // a directory's own xattr added
+  SetXattr("data/sub", "security.test", "1");
+  MkDir("data/xsub");  // a directory copied up with its xattr, a child's removed
+  SetXattr("data/xsub", "user.keep", "v");
+  Put("data/xsub/f", "f");
+  FixTimes();
+  EXPECT_EQ(Lines(),
+            "C /data\nC /data/dropped.txt\nC /data/plain.txt\nC /data/sub\n"
+            "C /data/value.txt\nC /data/xsub\nC /data/xsub/f\n");
 }
 
 TEST_F(ChangesTest, WhiteoutOfAFileOrADirectoryIsOneDeleteLine) {
@@ -317,6 +352,19 @@ TEST_F(ChangesTest, ImageChangesFollowTheSameRules) {
   auto same = ComputeImageChanges(*view_, *view_);
   ASSERT_TRUE(same.ok());
   EXPECT_EQ(FormatChanges(*same), "");
+}
+
+TEST_F(ChangesTest, ImageChangesCompareEveryXattr) {
+  using index::test::PaxHeader;
+  using index::test::PaxRecord;
+  auto from = BuildView({Dir("d/") + File("d/a", "a") + File("d/b", "b")}, "x-from");
+  auto to = BuildView({Dir("d/") + PaxHeader(PaxRecord("SCHILY.xattr.user.x", "1")) +
+                       File("d/a", "a") + File("d/b", "b")},
+                      "x-to");
+  ASSERT_TRUE(from.ok() && to.ok());
+  auto changes = ComputeImageChanges(**from, **to);
+  ASSERT_TRUE(changes.ok()) << changes.status().message();
+  EXPECT_EQ(FormatChanges(*changes), "C /d\nC /d/a\n");
 }
 
 // Images sharing a base layer: its files are the same entries of the same blob, and are

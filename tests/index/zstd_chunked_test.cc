@@ -863,5 +863,29 @@ TEST(ZstdChunkedCodecTest, Crc64MatchesGo) {
   EXPECT_EQ(zc::Crc64Iso(zc::Crc64Iso(0, "1234"), "56789"), 0xb90956c775a41001ULL);
 }
 
+// The 8-bytes-at-a-time loop against the plain bitwise definition, for every length up to
+// 80 (tails and whole words) and split points that leave the words unaligned.
+TEST(ZstdChunkedCodecTest, Crc64EqualsTheBitwiseDefinitionAtEveryLengthAndSplit) {
+  auto bitwise = [](std::string_view data) {
+    uint64_t crc = ~uint64_t{0};
+    for (unsigned char ch : data) {
+      crc ^= ch;
+      for (int k = 0; k < 8; ++k) crc = (crc & 1) ? (crc >> 1) ^ 0xD800000000000000ULL : crc >> 1;
+    }
+    return ~crc;
+  };
+  const std::string data = test::RandomBytes(4096 + 13, 7);
+  for (size_t len = 0; len <= 80; ++len) {
+    const std::string_view piece(data.data() + 3, len);
+    const uint64_t want = bitwise(piece);
+    EXPECT_EQ(zc::Crc64Iso(0, piece), want) << len;
+    for (size_t split = 0; split <= len; split += 5) {
+      EXPECT_EQ(zc::Crc64Iso(zc::Crc64Iso(0, piece.substr(0, split)), piece.substr(split)), want)
+          << len << " " << split;
+    }
+  }
+  EXPECT_EQ(zc::Crc64Iso(0, data), bitwise(data));
+}
+
 }  // namespace
 }  // namespace imagefs::index
