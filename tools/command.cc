@@ -3,6 +3,8 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "util/file.h"
+
 namespace imagefs::tools {
 
 int Fail(const Status& status) {
@@ -49,6 +51,15 @@ Result<OpenedImage> OpenImage(const GlobalOptions& global, const std::string& na
   ASSIGN_OR_RETURN(out.image, fetch::ResolveImage(*out.source, out.options));
   return out;
 }
+
+Result<std::unique_ptr<ScratchDir>> ScratchDir::Make(const GlobalOptions& global,
+                                                     const std::string& prefix) {
+  RETURN_IF_ERROR(MakeDirs(global.root + "/tmp", 0700));
+  ASSIGN_OR_RETURN(std::string path, MakeTempDir(global.root + "/tmp", prefix));
+  return std::unique_ptr<ScratchDir>(new ScratchDir(std::move(path)));
+}
+
+ScratchDir::~ScratchDir() { (void)RemoveAll(path_); }
 
 std::string HumanSize(double bytes) {
   static const char* const kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB"};
