@@ -406,47 +406,65 @@ Result<size_t> SelectImage(const Json& list, const std::string& selector, const 
 
 }  // namespace
 
-Result<std::unique_ptr<ImageSource>> OpenDockerArchive(const ImageRef& ref) {
-  const std::string& path = ref.path;
-  const std::string where = "docker-archive:" + path;
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) {
+namespace {
+
+// An archive opened once: its tar index and manifest.json, and the hashes of the members
+// read so far (several images share layer files).
+struct Archive {
+  std::string path;
+  std::string where;
+  UniqueFd fd;
+  TarIndex index;
+  Json list;
+  std::map<std::string, HashedMember> hashed;  // normalized member name -> hash
+};
+
+Result<Archive> OpenArchive(const std::string& path) {
+  Archive a;
+  a.path = path;
+  a.where = "docker-archive:" + path;
+  const std::string& where = a.where;
+  a.fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!a.fd) {
     if (errno == ENOENT) return Status::NotFound(where + ": no such file");
     return Status::FromErrno(errno, "opening " + path);
   }
-  ASSIGN_OR_RETURN(TarIndex index, IndexTar(fd.get(), where));
-  auto read_member = [&](const Member& m, const std::string& name) -> Result<std::string> {
-    if (m.size > kMaxMetaMember) {
-      return Status::Corruption(where + ": " + name + " is too large (" +
-                                std::to_string(m.size) + " bytes)");
-    }
-    std::string s(m.size, '\0');
-    RETURN_IF_ERROR(PreadFull(fd.get(), s.data(), s.size(), m.offset, where));
-    return s;
-  };
-  const Member* manifest_member = FindMember(index, "manifest.json");
+  ASSIGN_OR_RETURN(a.index, IndexTar(a.fd.get(), where));
+  const Member* manifest_member = FindMember(a.index, "manifest.json");
   if (manifest_member == nullptr) {
-    if (FindMember(index, "repositories") != nullptr) {
+    if (FindMember(a.index, "repositories") != nullptr) {
       return Status::Unsupported(where + ": the archive has no manifest.json (written by docker "
                                  "before 1.10), which imagefs does not support; save it again "
                                  "with a current docker");
     }
     return Status::Corruption(where + ": no manifest.json: not a docker save archive");
   }
-  ASSIGN_OR_RETURN(std::string manifest_text, read_member(*manifest_member, "manifest.json"));
-  Json list = Json::parse(manifest_text, nullptr, /*allow_exceptions=*/false);
-  if (list.is_discarded() || !list.is_array() || list.empty()) {
+  if (manifest_member->size > kMaxMetaMember) {
+    return Status::Corruption(where + ": manifest.json is too large (" +
+                              std::to_string(manifest_member->size) + " bytes)");
+  }
+  std::string manifest_text(manifest_member->size, '\0');
+  RETURN_IF_ERROR(PreadFull(a.fd.get(), manifest_text.data(), manifest_text.size(),
+                            manifest_member->offset, where));
+  a.list = Json::parse(manifest_text, nullptr, /*allow_exceptions=*/false);
+  if (a.list.is_discarded() || !a.list.is_array() || a.list.empty()) {
     return Status::Corruption(where + ": manifest.json is not a non-empty JSON array");
   }
-  for (size_t i = 0; i < list.size(); ++i) {
-    if (!list[i].is_object()) {
+  for (size_t i = 0; i < a.list.size(); ++i) {
+    if (!a.list[i].is_object()) {
       return Status::Corruption(where + ": manifest.json entry " + std::to_string(i) +
                                 " is not an object");
     }
   }
-  std::string name;
-  ASSIGN_OR_RETURN(size_t chosen, SelectImage(list, ref.tag, where, &name));
-  const Json& entry = list[chosen];
+  return a;
+}
+
+// The source of manifest.json's entry `chosen`, its manifest synthesized from the members.
+Result<std::unique_ptr<ImageSource>> SourceFor(Archive& a, size_t chosen,
+                                               const std::string& selector,
+                                               const std::string& name) {
+  const std::string& where = a.where;
+  const Json& entry = a.list[chosen];
   auto config_it = entry.find("Config");
   if (config_it == entry.end() || !config_it->is_string()) {
     return Status::Corruption(where + ": manifest.json entry " + std::to_string(chosen) +
@@ -458,19 +476,18 @@ Result<std::unique_ptr<ImageSource>> OpenDockerArchive(const ImageRef& ref) {
                               ": field \"Layers\" is missing or not an array");
   }
 
-  std::map<std::string, Member> blobs;              // digest -> member
-  std::map<std::string, HashedMember> hashed;      // member name -> hash (shared layer files)
+  std::map<std::string, Member> blobs;  // digest -> member
   // Docker schema 2 with skopeo's field order (schemaVersion, mediaType, config, layers;
   // mediaType, size, digest), compact: the same archive always gives the same digest.
   using OrderedJson = nlohmann::ordered_json;
   auto describe = [&](const std::string& member_name, bool is_layer) -> Result<OrderedJson> {
-    const Member* m = FindMember(index, member_name);
+    const Member* m = FindMember(a.index, member_name);
     if (m == nullptr) return Status::Corruption(where + ": missing member " + member_name);
     std::string key = NormalizePath(member_name);
-    auto it = hashed.find(key);
-    if (it == hashed.end()) {
-      ASSIGN_OR_RETURN(HashedMember h, HashMember(fd.get(), *m, where + " member " + member_name));
-      it = hashed.emplace(key, h).first;
+    auto it = a.hashed.find(key);
+    if (it == a.hashed.end()) {
+      ASSIGN_OR_RETURN(HashedMember h, HashMember(a.fd.get(), *m, where + " member " + member_name));
+      it = a.hashed.emplace(key, h).first;
     }
     blobs[it->second.digest.String()] = *m;
     std::string_view type = !is_layer           ? kDockerConfig
@@ -495,7 +512,35 @@ Result<std::unique_ptr<ImageSource>> OpenDockerArchive(const ImageRef& ref) {
     manifest["layers"].push_back(std::move(desc));
   }
   return std::unique_ptr<ImageSource>(std::make_unique<DockerArchiveSource>(
-      path, ref.tag, name, manifest.dump(), std::move(blobs)));
+      a.path, selector, name, manifest.dump(), std::move(blobs)));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ImageSource>> OpenDockerArchive(const ImageRef& ref) {
+  ASSIGN_OR_RETURN(Archive a, OpenArchive(ref.path));
+  std::string name;
+  ASSIGN_OR_RETURN(size_t chosen, SelectImage(a.list, ref.tag, a.where, &name));
+  return SourceFor(a, chosen, ref.tag, name);
 }
 
 }  // namespace imagefs::fetch::internal
+
+namespace imagefs::fetch {
+
+Result<std::vector<ArchiveImage>> OpenDockerArchiveImages(const std::string& path) {
+  ASSIGN_OR_RETURN(internal::Archive a, internal::OpenArchive(path));
+  std::vector<ArchiveImage> out;
+  for (size_t i = 0; i < a.list.size(); ++i) {
+    ArchiveImage image;
+    image.repo_tags = internal::RepoTagsOf(a.list[i]);
+    std::string name;
+    const std::string selector = "@" + std::to_string(i);
+    ASSIGN_OR_RETURN(size_t chosen, internal::SelectImage(a.list, selector, a.where, &name));
+    ASSIGN_OR_RETURN(image.source, internal::SourceFor(a, chosen, selector, name));
+    out.push_back(std::move(image));
+  }
+  return out;
+}
+
+}  // namespace imagefs::fetch

@@ -394,7 +394,7 @@ std::string TarHeader(const std::string& name, uint64_t size) {
   return h;
 }
 
-class DockerArchiveDestination final : public ImageDestination {
+class DockerArchiveDestination final : public DockerArchiveWriter {
  public:
   DockerArchiveDestination(std::string path, std::string selector, std::string repo_tag)
       : path_(std::move(path)), selector_(std::move(selector)), repo_tag_(std::move(repo_tag)) {}
@@ -486,6 +486,13 @@ class DockerArchiveDestination final : public ImageDestination {
   }
 
   Status PutManifest(const RawManifest& manifest) override {
+    std::vector<std::string> tags;
+    if (!repo_tag_.empty()) tags.push_back(repo_tag_);
+    RETURN_IF_ERROR(AddImage(manifest, tags));
+    return Commit();
+  }
+
+  Status AddImage(const RawManifest& manifest, const std::vector<std::string>& repo_tags) override {
     if (done_) return Status::Internal(Describe() + ": the archive is already written");
     ASSIGN_OR_RETURN(std::string digest, ManifestDigest(manifest, Describe()));
     (void)digest;
@@ -511,6 +518,7 @@ class DockerArchiveDestination final : public ImageDestination {
                                 std::to_string(config->diff_ids.size()) + " diff_ids");
     }
     nlohmann::json layer_names = nlohmann::json::array();
+    std::string top_layer;
     for (size_t i = 0; i < parsed->layers.size(); ++i) {
       const Descriptor& l = parsed->layers[i];
       auto it = layers_.find(l.digest);
@@ -524,17 +532,36 @@ class DockerArchiveDestination final : public ImageDestination {
                                   ", but the config's diff_id is " + config->diff_ids[i]);
       }
       layer_names.push_back(it->second + ".tar");
+      top_layer = it->second;
     }
     RETURN_IF_ERROR(EnsureTemp());
     ASSIGN_OR_RETURN(Digest config_digest, Digest::Parse(parsed->config.digest));
     const std::string config_name = config_digest.hex() + ".json";
-    RETURN_IF_ERROR(AppendMember(config_name, config_it->second));
-    nlohmann::json entry;
+    if (written_configs_.insert(config_name).second) {
+      RETURN_IF_ERROR(AppendMember(config_name, config_it->second));
+    }
+    OrderedJson entry;  // docker's field order: Config, RepoTags, Layers
     entry["Config"] = config_name;
-    entry["RepoTags"] = nlohmann::json::array();
-    if (!repo_tag_.empty()) entry["RepoTags"].push_back(repo_tag_);
+    entry["RepoTags"] = OrderedJson::array();
+    for (const std::string& t : repo_tags) {
+      entry["RepoTags"].push_back(t);
+      // "host:5000/app:1": the tag follows the last ':' after the last '/'.
+      const size_t colon = t.rfind(':');
+      const size_t slash = t.rfind('/');
+      if (colon == std::string::npos || (slash != std::string::npos && colon < slash)) continue;
+      if (!top_layer.empty()) repositories_[t.substr(0, colon)][t.substr(colon + 1)] = top_layer;
+    }
     entry["Layers"] = std::move(layer_names);
-    RETURN_IF_ERROR(AppendMember("manifest.json", nlohmann::json::array({entry}).dump()));
+    entries_.push_back(std::move(entry));
+    return Status::Ok();
+  }
+
+  Status Commit() override {
+    if (done_) return Status::Internal(Describe() + ": the archive is already written");
+    if (entries_.empty()) return Status::InvalidArgument(Describe() + ": no image to write");
+    RETURN_IF_ERROR(EnsureTemp());
+    RETURN_IF_ERROR(AppendMember("manifest.json", entries_.dump()));
+    if (!repositories_.empty()) RETURN_IF_ERROR(AppendMember("repositories", repositories_.dump()));
     std::string trailer(2 * kTarBlock, '\0');
     RETURN_IF_ERROR(PwriteAll(fd_.get(), trailer.data(), trailer.size(), end_, tmp_path_));
     end_ += trailer.size();
@@ -610,6 +637,9 @@ class DockerArchiveDestination final : public ImageDestination {
   std::map<std::string, std::string> configs_;  // digest -> bytes
   std::map<std::string, std::string> layers_;   // blob digest -> diff_id hex
   std::set<std::string> written_layers_;        // diff_id hex of members in the archive
+  std::set<std::string> written_configs_;       // config member names in the archive
+  OrderedJson entries_ = OrderedJson::array();  // manifest.json, one entry per image
+  nlohmann::json repositories_ = nlohmann::json::object();  // repo -> tag -> top layer hex
 };
 
 Result<std::unique_ptr<ImageDestination>> OpenDockerArchiveDestination(const ImageRef& image) {
@@ -632,6 +662,16 @@ Result<std::unique_ptr<ImageDestination>> OpenDockerArchiveDestination(const Ima
   return std::unique_ptr<ImageDestination>(
       std::make_unique<DockerArchiveDestination>(image.path, image.tag, repo_tag));
 }
+
+}  // namespace
+
+Result<std::unique_ptr<DockerArchiveWriter>> OpenDockerArchiveWriter(const std::string& path) {
+  if (path.empty()) return Status::InvalidArgument("docker-archive: no file name");
+  return std::unique_ptr<DockerArchiveWriter>(
+      std::make_unique<DockerArchiveDestination>(path, "", ""));
+}
+
+namespace {
 
 // Reads a whole blob of `source` into fd.
 Status SaveBlob(ImageSource& source, const Descriptor& desc, int fd, const std::string& where) {

@@ -27,8 +27,11 @@
 //   docker-archive: a single-platform image only (an index is kUnsupported). Layers are
 //              stored decompressed (gzip or zstd -> tar) as `<diff_id hex>.tar`, the config
 //              as `<hex>.json`, plus manifest.json [{Config, RepoTags, Layers}], as skopeo
-//              writes them (no legacy `repositories` file: docker load and skopeo read
-//              manifest.json, and Docker < 1.10 is not a target). The config's
+//              writes them, and the legacy `repositories` file {"repo": {"tag": "<hex>"}}
+//              (docker load and skopeo read manifest.json; the legacy file names each tag's
+//              top layer by the stem of its member, for tools that still list tags from
+//              it). Several images go into one archive through DockerArchiveWriter below
+//              (imagefs save); a layer several images share is stored once. The config's
 //              rootfs.diff_ids must match the decompressed layers. The compression is
 //              sniffed from the bytes (gzip, also multi-member; zstd; else a plain tar kept
 //              as is); a blob whose media type is a config type (or empty, when it is a JSON
@@ -42,6 +45,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "fetch/image_source.h"
 #include "fetch/manifest.h"
@@ -74,6 +78,22 @@ class ImageDestination {
   // manifest.digest, when set, must be the sha256 of the bytes.
   virtual Status PutManifest(const RawManifest& manifest) = 0;
 };
+
+// A docker-archive FILE holding several images, as `docker save` writes it (imagefs save).
+// For each image: its blobs through HasBlob/PutBlob (as for docker-archive: above; a layer
+// already in the archive reports HasBlob true), then AddImage(manifest, repo_tags) records
+// its manifest.json entry. Commit() writes manifest.json and `repositories`, fsyncs and
+// renames the hidden temp file over FILE. Destroyed without Commit, the temp file is
+// removed and FILE is left as it was. PutManifest(m) is AddImage(m, {}) + Commit().
+class DockerArchiveWriter : public ImageDestination {
+ public:
+  // repo_tags: "name:tag" as written into RepoTags (docker save writes the familiar form,
+  // "busybox:latest"); empty for an image saved by ID.
+  virtual Status AddImage(const RawManifest& manifest,
+                          const std::vector<std::string>& repo_tags) = 0;
+  virtual Status Commit() = 0;
+};
+Result<std::unique_ptr<DockerArchiveWriter>> OpenDockerArchiveWriter(const std::string& path);
 
 // Opens a destination. kDocker: the reference as written (Docker-normalized), its registry's
 // registries.conf settings (blocked, insecure, location prefix) and credentials from

@@ -92,6 +92,15 @@ class ImageSource {
 Result<std::unique_ptr<ImageSource>> OpenImageSource(const ImageRef& ref,
                                                      const FetchOptions& options);
 
+// Every image of a docker-archive FILE (imagefs load), in manifest.json's order: its
+// RepoTags as written and a source serving it as docker-archive:FILE:@N would. The tar is
+// indexed once and a layer file several images share is hashed once.
+struct ArchiveImage {
+  std::vector<std::string> repo_tags;
+  std::unique_ptr<ImageSource> source;
+};
+Result<std::vector<ArchiveImage>> OpenDockerArchiveImages(const std::string& path);
+
 // A fully resolved single-platform image: manifest, config, all verified.
 struct ResolvedImage {
   std::string name;                  // ImageSource::Name()

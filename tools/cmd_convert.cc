@@ -161,13 +161,9 @@ int RunConvert(const GlobalOptions& global, const std::vector<std::string>& args
                                    std::to_string(image.config.diff_ids.size()) +
                                    " diff_ids for " + std::to_string(layers.size()) + " layers"));
   }
-  if (Status st = MakeDirs(global.root + "/tmp", 0700); !st.ok()) return Fail(st);
-  auto scratch = MakeTempDir(global.root + "/tmp", "convert-");
-  if (!scratch.ok()) return Fail(scratch.status());
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() { (void)RemoveAll(dir); }
-  } cleanup{*scratch};
+  auto scratch_dir = ScratchDir::Make(global, "convert-");
+  if (!scratch_dir.ok()) return Fail(scratch_dir.status());
+  const std::string* scratch = &(*scratch_dir)->path();
 
   const char* format_name = SeekableFormatName(*seekable);
   std::vector<fetch::Descriptor> new_layers;

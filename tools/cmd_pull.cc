@@ -15,6 +15,7 @@
 #include "store/metadata_store.h"
 #include "tools/format.h"
 #include "tools/command.h"
+#include "tools/local_images.h"
 
 namespace imagefs::tools {
 namespace {
@@ -108,39 +109,22 @@ Status PullLayer(fetch::ImageSource& source, store::BlobStore& blobs,
   return Status::Ok();
 }
 
-// Records the image in the metadata store once every blob is committed, so a name only
-// ever points at an image whose blobs are all present. Registry pulls are named by their
-// tag (moving it from an older image, which becomes dangling) and by their repo digest
-// (the index's digest for a multi-arch image, as docker records it); images from oci: and
-// docker-archive: are recorded untagged.
-Status RecordPulledImage(const std::string& root, const fetch::ImageRef& ref,
-                         const fetch::ResolvedImage& image, const std::string& source) {
-  store::ImageRecord record;
-  record.manifest_digest = image.manifest.digest;
-  record.config_digest = image.parsed.config.digest;
-  if (image.index) record.index_digest = image.index->digest;
-  record.created = ParseRfc3339(image.config.created).value_or(0);
-  record.pulled = static_cast<int64_t>(::time(nullptr));
-  record.last_used = record.pulled;
-  record.config_size = static_cast<int64_t>(image.config_bytes.size());
-  record.size = record.config_size;
-  for (const fetch::Descriptor& l : image.parsed.layers) {
-    record.layers.push_back({l.digest, l.size});
-    record.size += l.size;
-  }
-  record.platform = image.config.os + "/" + image.config.architecture +
-                    (image.config.variant.empty() ? "" : "/" + image.config.variant);
-  record.source = source;
+// The names a pull records: registry pulls are named by their tag (moving it from an older
+// image, which becomes dangling) and by their repo digest (the index's digest for a
+// multi-arch image, as docker records it); images from oci: and docker-archive: are
+// recorded untagged.
+std::vector<store::NameRef> PulledNames(const fetch::ImageRef& ref,
+                                        const fetch::ResolvedImage& image) {
   std::vector<store::NameRef> names;
+  const std::string& manifest_digest = image.manifest.digest;
   if (ref.transport == fetch::Transport::kDocker && !image.name.empty()) {
     if (ref.ref.digest.empty() && !ref.ref.tag.empty()) {
-      names.push_back({image.name, ref.ref.tag, "", record.manifest_digest});
+      names.push_back({image.name, ref.ref.tag, "", manifest_digest});
     }
-    names.push_back({image.name, "", image.index ? image.index->digest : image.manifest.digest,
-                     record.manifest_digest});
+    names.push_back({image.name, "", image.index ? image.index->digest : manifest_digest,
+                     manifest_digest});
   }
-  ASSIGN_OR_RETURN(auto meta, store::MetadataStore::Open(root));
-  return meta->RecordImage(record, names);
+  return names;
 }
 
 }  // namespace
@@ -200,22 +184,14 @@ int RunPull(const GlobalOptions& global, const std::vector<std::string>& args) {
   }
 
   // Metadata last: a name only ever points at an image whose blobs are all present.
-  auto put = [&](const fetch::RawManifest& m) -> Status {
-    ASSIGN_OR_RETURN(Digest d, Digest::Parse(m.digest));
-    return (*blobs)->Put(d, m.bytes);
-  };
-  auto config_digest = Digest::Parse(image->parsed.config.digest);
-  if (!config_digest.ok()) return Fail(config_digest.status());
-  Status st = (*blobs)->Put(*config_digest, image->config_bytes);
-  if (st.ok()) st = put(image->manifest);
-  if (st.ok() && image->index) st = put(*image->index);
+  Status st = StoreImageMetadataBlobs(**blobs, *image);
   // The name the image is recorded under: registry/repo:tag (or @digest) for registry
   // images, the transport string otherwise.
   std::string name = ref->String();
   if (ref->transport == fetch::Transport::kDocker && !image->name.empty()) {
     name = image->name + (ref->ref.digest.empty() ? ":" + ref->ref.tag : "@" + ref->ref.digest);
   }
-  if (st.ok()) st = RecordPulledImage(global.root, *ref, *image, source->Describe());
+  if (st.ok()) st = RecordStoredImage(global.root, *image, source->Describe(), PulledNames(*ref, *image));
   if (!st.ok()) return Fail(st);
 
   if (!quiet) {

@@ -46,13 +46,9 @@ int RunPush(const GlobalOptions& global, const std::vector<std::string>& args) {
     }
     if (Status st = PutBlobIfMissing(**dest, d, path); !st.ok()) return Fail(st);
   }
-  if (Status st = MakeDirs(global.root + "/tmp", 0700); !st.ok()) return Fail(st);
-  auto scratch = MakeTempDir(global.root + "/tmp", "push-");
-  if (!scratch.ok()) return Fail(scratch.status());
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() { (void)RemoveAll(dir); }
-  } cleanup{*scratch};
+  auto scratch_dir = ScratchDir::Make(global, "push-");
+  if (!scratch_dir.ok()) return Fail(scratch_dir.status());
+  const std::string* scratch = &(*scratch_dir)->path();
   const std::string config_path = *scratch + "/config";
   if (Status st = WriteFileAtomic(config_path, resolved.config_bytes); !st.ok()) return Fail(st);
   if (Status st = PutBlobIfMissing(**dest, resolved.parsed.config, config_path); !st.ok()) {

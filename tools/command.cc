@@ -3,6 +3,8 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "util/file.h"
+
 namespace imagefs::tools {
 
 int Fail(const Status& status) {
@@ -59,6 +61,15 @@ void LogPhase(const char* what) {
                 static_cast<long long>(ms % 1000));
   LOG(kInfo) << "phase " << what << " at " << stamp;
 }
+
+Result<std::unique_ptr<ScratchDir>> ScratchDir::Make(const GlobalOptions& global,
+                                                     const std::string& prefix) {
+  RETURN_IF_ERROR(MakeDirs(global.root + "/tmp", 0700));
+  ASSIGN_OR_RETURN(std::string path, MakeTempDir(global.root + "/tmp", prefix));
+  return std::unique_ptr<ScratchDir>(new ScratchDir(std::move(path)));
+}
+
+ScratchDir::~ScratchDir() { (void)RemoveAll(path_); }
 
 std::string HumanSize(double bytes) {
   static const char* const kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB"};

@@ -64,6 +64,23 @@ Result<OpenedImage> OpenImage(const GlobalOptions& global, const std::string& na
 // daemon's log).
 void LogPhase(const char* what);
 
+// A private directory under --root/tmp for a command's temporary files, removed with
+// everything in it when the object goes (also on every error path).
+class ScratchDir {
+ public:
+  // --root/tmp/<prefix>XXXXXX (tmp/ created 0700 when missing).
+  static Result<std::unique_ptr<ScratchDir>> Make(const GlobalOptions& global,
+                                                  const std::string& prefix);
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit ScratchDir(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
 // Human-readable sizes as docker prints them: "1.23MB", "512B" (decimal units).
 std::string HumanSize(double bytes);
 
@@ -89,5 +106,8 @@ int RunPs(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunRm(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunCommit(const GlobalOptions& global, const std::vector<std::string>& args);
 int RunPush(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunSave(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunLoad(const GlobalOptions& global, const std::vector<std::string>& args);
+int RunImport(const GlobalOptions& global, const std::vector<std::string>& args);
 
 }  // namespace imagefs::tools

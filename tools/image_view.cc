@@ -33,22 +33,10 @@ Result<std::optional<OpenedImage>> StoredImage(const GlobalOptions& global,
   OpenedImage out;
   out.ref = *ref;
   ASSIGN_OR_RETURN(out.options, MakeFetchOptions(global, ""));
-  fetch::ResolvedImage& image = out.image;
-  ASSIGN_OR_RETURN(Digest manifest_digest, Digest::Parse(local->manifest_digests.front()));
-  if (!blobs.Has(manifest_digest)) return std::optional<OpenedImage>();
-  ASSIGN_OR_RETURN(image.manifest.bytes, blobs.Get(manifest_digest));
-  image.manifest.digest = manifest_digest.String();
-  ASSIGN_OR_RETURN(image.parsed, fetch::ParseImageManifest(image.manifest.bytes, ""));
-  image.manifest.media_type = image.parsed.media_type;
-  ASSIGN_OR_RETURN(Digest config_digest, Digest::Parse(image.parsed.config.digest));
-  if (!blobs.Has(config_digest)) return std::optional<OpenedImage>();
-  ASSIGN_OR_RETURN(image.config_bytes, blobs.Get(config_digest));
-  ASSIGN_OR_RETURN(image.config, fetch::ParseImageConfig(image.config_bytes));
-  for (const fetch::Descriptor& layer : image.parsed.layers) {
-    auto digest = Digest::Parse(layer.digest);
-    if (!digest.ok() || !blobs.Has(*digest)) return std::optional<OpenedImage>();
-  }
-  image.name = local->by_name ? local->name.repository : "";
+  ASSIGN_OR_RETURN(auto image, ReadStoredImage(blobs, local->manifest_digests.front()));
+  if (!image) return std::optional<OpenedImage>();
+  out.image = std::move(*image);
+  out.image.name = local->by_name ? local->name.repository : "";
   return std::optional<OpenedImage>(std::move(out));
 }
 

@@ -1,8 +1,10 @@
 #include "tools/local_images.h"
 
+#include <ctime>
 #include <set>
 
 #include "fetch/reference.h"
+#include "tools/format.h"
 #include "tools/mount_table.h"
 
 namespace imagefs::tools {
@@ -77,6 +79,60 @@ std::string ImageId(const std::string& config_digest, bool no_trunc) {
   if (no_trunc) return config_digest;
   std::string hex = config_digest.rfind("sha256:", 0) == 0 ? config_digest.substr(7) : config_digest;
   return hex.substr(0, 12);
+}
+
+Status StoreImageMetadataBlobs(store::BlobStore& blobs, const fetch::ResolvedImage& image) {
+  auto put = [&](const std::string& digest, const std::string& bytes) -> Status {
+    ASSIGN_OR_RETURN(Digest d, Digest::Parse(digest));
+    return blobs.Put(d, bytes);
+  };
+  RETURN_IF_ERROR(put(image.parsed.config.digest, image.config_bytes));
+  RETURN_IF_ERROR(put(image.manifest.digest, image.manifest.bytes));
+  if (image.index) RETURN_IF_ERROR(put(image.index->digest, image.index->bytes));
+  return Status::Ok();
+}
+
+Status RecordStoredImage(const std::string& root, const fetch::ResolvedImage& image,
+                         const std::string& source, const std::vector<store::NameRef>& names) {
+  store::ImageRecord record;
+  record.manifest_digest = image.manifest.digest;
+  record.config_digest = image.parsed.config.digest;
+  if (image.index) record.index_digest = image.index->digest;
+  record.created = ParseRfc3339(image.config.created).value_or(0);
+  record.pulled = static_cast<int64_t>(::time(nullptr));
+  record.last_used = record.pulled;
+  record.config_size = static_cast<int64_t>(image.config_bytes.size());
+  record.size = record.config_size;
+  for (const fetch::Descriptor& l : image.parsed.layers) {
+    record.layers.push_back({l.digest, l.size});
+    record.size += l.size;
+  }
+  record.platform = image.config.os + "/" + image.config.architecture +
+                    (image.config.variant.empty() ? "" : "/" + image.config.variant);
+  record.source = source;
+  ASSIGN_OR_RETURN(auto meta, store::MetadataStore::Open(root));
+  return meta->RecordImage(record, names);
+}
+
+Result<std::optional<fetch::ResolvedImage>> ReadStoredImage(store::BlobStore& blobs,
+                                                            const std::string& manifest_digest) {
+  using Missing = std::optional<fetch::ResolvedImage>;
+  fetch::ResolvedImage image;
+  ASSIGN_OR_RETURN(Digest digest, Digest::Parse(manifest_digest));
+  if (!blobs.Has(digest)) return Missing();
+  ASSIGN_OR_RETURN(image.manifest.bytes, blobs.Get(digest));
+  image.manifest.digest = digest.String();
+  ASSIGN_OR_RETURN(image.parsed, fetch::ParseImageManifest(image.manifest.bytes, ""));
+  image.manifest.media_type = image.parsed.media_type;
+  ASSIGN_OR_RETURN(Digest config_digest, Digest::Parse(image.parsed.config.digest));
+  if (!blobs.Has(config_digest)) return Missing();
+  ASSIGN_OR_RETURN(image.config_bytes, blobs.Get(config_digest));
+  ASSIGN_OR_RETURN(image.config, fetch::ParseImageConfig(image.config_bytes));
+  for (const fetch::Descriptor& layer : image.parsed.layers) {
+    auto d = Digest::Parse(layer.digest);
+    if (!d.ok() || !blobs.Has(*d)) return Missing();
+  }
+  return std::optional<fetch::ResolvedImage>(std::move(image));
 }
 
 Status CheckImageNotMounted(const std::string& root, const std::string& manifest_digest) {

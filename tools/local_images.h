@@ -4,9 +4,12 @@
 // "host:5000/app:1", "app@sha256:..."), a full digest (manifest, config or index), or an
 // image ID (config digest hex, any prefix), and showing names in docker's familiar form.
 
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "fetch/image_source.h"
+#include "store/blob_store.h"
 #include "store/metadata_store.h"
 #include "util/status.h"
 
@@ -27,6 +30,23 @@ std::string FamiliarRepository(const std::string& repository);
 std::string FamiliarName(const store::NameRef& name);
 // docker's image ID column: 12 hex, or "sha256:<64 hex>" with no_trunc.
 std::string ImageId(const std::string& config_digest, bool no_trunc);
+
+// Puts the config, the manifest and (when there is one) the index of an image into the
+// blob store, verified; its layers are the caller's business.
+Status StoreImageMetadataBlobs(store::BlobStore& blobs, const fetch::ResolvedImage& image);
+
+// Records an image whose blobs (layers, config, manifest) are all in the blob store, with
+// the names given, in one metadata transaction (a tag moved from another image leaves that
+// one dangling). Called last, so a name only ever points at a whole image. `source` is
+// what `images`/`inspect` show it came from.
+Status RecordStoredImage(const std::string& root, const fetch::ResolvedImage& image,
+                         const std::string& source, const std::vector<store::NameRef>& names);
+
+// A stored image read back from the blob store by manifest digest (manifest and config
+// parsed; config checked by the store's digest). nullopt when the manifest, the config or
+// a layer is not stored.
+Result<std::optional<fetch::ResolvedImage>> ReadStoredImage(store::BlobStore& blobs,
+                                                            const std::string& manifest_digest);
 
 // kAlreadyExists ("image is being used by the mount at ...") when a live mount serves the
 // image (tools/mount_table.h).
