@@ -413,7 +413,6 @@ Result<Entry> Filesystem::EntryOf(Node* n, bool count) {
   // their own number).
   e.cacheable = !writable() || n->upper.valid() ||
                 (n->lower_unlinked == 0 && (n->type == S_IFDIR || e.attr.st_nlink <= 1));
-  e.upper_file = n->upper.valid() && n->type != S_IFDIR;
   if (count) ++n->nlookup;
   return e;
 }
@@ -457,7 +456,7 @@ Result<Entry> Filesystem::GetEntry(Ino ino, const FileHandle* fh) {
     Node* n = Find(ino);
     st.st_ino = ino;
     if (n != nullptr && S_ISDIR(st.st_mode) && n->lower != 0) st.st_nlink = 1;
-    return Entry{ino, st, true, !S_ISDIR(st.st_mode)};  // changed only through the mount
+    return Entry{ino, st, true};  // an upper file: changed only through the mount
   }
   std::lock_guard<std::mutex> lock(mu_);
   Node* n = Find(ino);

@@ -59,11 +59,6 @@ struct Entry {
   Ino ino = 0;
   struct stat attr {};
   bool cacheable = false;
-  // An upper non-directory: it holds an O_PATH fd while the kernel knows it, so its name
-  // gets entry timeout 0 — the kernel then drops an unused dentry at once and FORGETs the
-  // node (cached long, every file a container writes would hold an fd until memory
-  // pressure: an untar of 20k files ran out of them). Its attributes stay cacheable.
-  bool upper_file = false;
 };
 
 // getxattr/listxattr answer the way the syscalls do: asked with a buffer of size 0 they

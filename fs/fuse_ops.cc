@@ -40,7 +40,7 @@ fuse_entry_param MakeEntry(fuse_req_t req, const Entry& entry) {
   e.generation = 1;
   e.attr = entry.attr;
   e.attr_timeout = Timeout(entry, Ctx(req).attr_timeout_sec);
-  e.entry_timeout = entry.upper_file ? 0 : Timeout(entry, Ctx(req).entry_timeout_sec);
+  e.entry_timeout = Timeout(entry, Ctx(req).entry_timeout_sec);
   return e;
 }
 
