@@ -406,10 +406,13 @@ Result<Entry> Filesystem::EntryOf(Node* n, bool count) {
   Entry e;
   e.ino = n->ino;
   ASSIGN_OR_RETURN(e.attr, StatNode(n));
-  // A hard-linked lower file is not: a copy-up through one name breaks the link, and the
-  // kernel must then look the other names up again (they get their own number).
-  e.immutable = !writable() || (!n->upper.valid() && n->lower_unlinked == 0 &&
-                                (n->type == S_IFDIR || e.attr.st_nlink <= 1));
+  // The lower tree never changes, and the upper dir changes only through this mount (its
+  // lock keeps other mounts out; like overlayfs, changing it behind the mount is not
+  // supported). A hard-linked lower file is the exception: a copy-up through one name
+  // breaks the link, and the kernel must then look the other names up again (they get
+  // their own number).
+  e.cacheable = !writable() || n->upper.valid() ||
+                (n->lower_unlinked == 0 && (n->type == S_IFDIR || e.attr.st_nlink <= 1));
   if (count) ++n->nlookup;
   return e;
 }
@@ -453,7 +456,7 @@ Result<Entry> Filesystem::GetEntry(Ino ino, const FileHandle* fh) {
     Node* n = Find(ino);
     st.st_ino = ino;
     if (n != nullptr && S_ISDIR(st.st_mode) && n->lower != 0) st.st_nlink = 1;
-    return Entry{ino, st, false};
+    return Entry{ino, st, true};  // an upper file: changed only through the mount
   }
   std::lock_guard<std::mutex> lock(mu_);
   Node* n = Find(ino);
@@ -1213,6 +1216,20 @@ Status Filesystem::Rename(Ino parent, std::string_view name, Ino new_parent,
 Result<struct stat> Filesystem::SetAttr(Ino ino, const SetAttrRequest& req, const FileHandle* fh,
                                         const Caller&) {
   RETURN_IF_ERROR(CheckWritable());
+  if (req.set_mtime && !req.mtime_now && !req.set_atime && !req.set_mode && !req.set_uid &&
+      !req.set_gid && !req.set_size) {
+    // The kernel's write-back cache flushes an inode's times after a change of its ctime
+    // alone (unlink or link of another name): for a node the lower tree still serves that
+    // repeats the lower mtime, and must not copy it up (it would bring back the removed
+    // name). Setting a lower file's mtime to what it already is is the one call that
+    // differs from overlayfs: no copy-up.
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(Node * n, Need(ino));
+    if (!n->upper.valid() && n->lower != 0) {
+      ASSIGN_OR_RETURN(index::NodeAttr a, view_.Attr(n->lower));
+      if (a.mtime_sec == req.mtime.tv_sec && a.mtime_nsec == req.mtime.tv_nsec) return StatNode(n);
+    }
+  }
   const bool data_needed = !(req.set_size && req.size == 0);
   if (data_needed) StageCopyUp(ino);
   std::unique_lock<std::mutex> lock(mu_);

@@ -50,13 +50,15 @@ namespace imagefs::fs {
 using Ino = index::Ino;
 inline constexpr Ino kRootIno = index::kRootIno;
 
-// A lookup's answer: the node and its attributes (the kernel caches both). `immutable`:
-// the node is still served by the lower tree unchanged, so the kernel may cache it long;
-// anything else gets timeout 0.
+// A lookup's answer: the node and its attributes (the kernel caches both). `cacheable`:
+// every change to the name and the attributes goes through the mount (the kernel then
+// updates or drops what it cached, or Filesystem tells it), so the kernel may cache them
+// long; false only for a lower file with several names, which a copy-up through another
+// name splits into a new node behind the kernel's back (it gets timeout 0).
 struct Entry {
   Ino ino = 0;
   struct stat attr {};
-  bool immutable = false;
+  bool cacheable = false;
 };
 
 // getxattr/listxattr answer the way the syscalls do: asked with a buffer of size 0 they

@@ -29,9 +29,9 @@ Caller CallerOf(fuse_req_t req) {
   return Caller{c->uid, c->gid};
 }
 
-// Lower nodes never change: the kernel may cache them long. Anything the upper dir
-// serves can change, so it gets timeout 0 (every change is then seen at once).
-double Timeout(const Entry& entry, double sec) { return entry.immutable ? sec : 0; }
+// Entries and attributes are cached long unless Filesystem says a node may change behind
+// the kernel's back (Entry::cacheable; docs/architecture.md, "Kernel caching").
+double Timeout(const Entry& entry, double sec) { return entry.cacheable ? sec : 0; }
 
 fuse_entry_param MakeEntry(fuse_req_t req, const Entry& entry) {
   fuse_entry_param e;
@@ -57,17 +57,36 @@ FileHandle* Handle(fuse_file_info* fi) {
 void OnInit(void* userdata, fuse_conn_info* conn) {
   auto* ctx = static_cast<FuseContext*>(userdata);
   conn->max_read = ctx->max_read;
+  auto want = [conn](unsigned cap) {
+    if (conn->capable & cap) conn->want |= cap;
+  };
   // The lower tree never changes: let the kernel cache symlink targets (read-only mounts)
-  // and use readdirplus.
-  if (!ctx->filesystem->writable() && (conn->capable & FUSE_CAP_CACHE_SYMLINKS)) {
-    conn->want |= FUSE_CAP_CACHE_SYMLINKS;
-  }
-  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
-  // No write-back cache (writes go straight to the upper file). No handle_killpriv: the
-  // kernel clears set-uid/set-gid itself with a setattr before a write, truncate or chown
-  // by a caller without CAP_FSETID, as on a local filesystem.
+  // and use readdirplus. Lookups and readdirs in one directory may run in parallel
+  // (Filesystem is thread-safe).
+  if (!ctx->filesystem->writable()) want(FUSE_CAP_CACHE_SYMLINKS);
+  want(FUSE_CAP_READDIRPLUS);
+  want(FUSE_CAP_PARALLEL_DIROPS);
+  // Write-back cache on writable mounts: the kernel gathers small writes (tar's 10 KiB
+  // blocks) into page-sized and larger WRITEs, keeps size and mtime itself, and writes the
+  // pages back at the latest on close(2) and fsync(2) (so what a kill -9 of the daemon can
+  // lose is what an open file had not yet flushed, as a local filesystem loses unsynced
+  // pages on a crash). It may READ through a handle opened write-only, and it does
+  // O_APPEND itself: ctx->writeback makes OnOpen/OnCreate open the upper file so.
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  if (ctx->filesystem->writable() && ctx->writeback_cache) want(FUSE_CAP_WRITEBACK_CACHE);
+  ctx->writeback = (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0;
+  // No handle_killpriv: the kernel clears set-uid/set-gid itself with a setattr before a
+  // write, truncate or chown by a caller without CAP_FSETID, as on a local filesystem.
   conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+}
+
+// With the write-back cache the kernel reads pages through any handle (a partial page
+// write) and places every write itself, O_APPEND ones included: the upper file is opened
+// read-write and without O_APPEND (pwrite on an O_APPEND fd ignores the offset).
+int UpperOpenFlags(fuse_req_t req, int flags) {
+  if (!Ctx(req).writeback) return flags;
+  if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
+  return flags & ~O_APPEND;
 }
 
 void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -119,7 +138,8 @@ void OnSetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   r.mtime = attr->st_mtim;
   auto st = Fs(req).SetAttr(ino, r, Handle(fi), CallerOf(req));
   if (!st.ok()) return ReplyError(req, st.status());
-  fuse_reply_attr(req, &*st, 0);
+  // SetAttr copied the node up: it changes only through the mount from now on.
+  fuse_reply_attr(req, &*st, Ctx(req).attr_timeout_sec);
 }
 
 void OnReadLink(fuse_req_t req, fuse_ino_t ino) {
@@ -129,16 +149,21 @@ void OnReadLink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 // Open file flags the kernel should know: pages of a lower file stay valid across opens;
-// O_DIRECT opens bypass the page cache (direct_io).
+// O_DIRECT opens bypass the page cache (direct_io). Pages of an upper file are dropped at
+// open (it may have been copied up or truncated since they were read).
 void SetOpenFlags(fuse_file_info* fi, const FileHandle& fh) {
   fi->fh = reinterpret_cast<uint64_t>(&fh);
   fi->keep_cache = fh.reads_lower() ? 1 : 0;
   fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
-  fi->noflush = fh.reads_lower() ? 1 : 0;
 }
 
 void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto fh = Fs(req).Open(ino, fi->flags);
+  auto fh = Fs(req).Open(ino, UpperOpenFlags(req, fi->flags));
+  if (!fh.ok() && ReplyErrno(fh.status()) == EACCES && UpperOpenFlags(req, fi->flags) != fi->flags) {
+    // A daemon without root may not read a write-only file: the kernel's partial-page
+    // reads through this handle then fail, its writes do not.
+    fh = Fs(req).Open(ino, fi->flags & ~O_APPEND);
+  }
   if (!fh.ok()) return ReplyError(req, fh.status());
   SetOpenFlags(fi, **fh);
   FileHandle* raw = fh->release();  // owned until release
@@ -146,7 +171,7 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
-  auto created = Fs(req).Create(parent, name, mode, fi->flags, CallerOf(req));
+  auto created = Fs(req).Create(parent, name, mode, UpperOpenFlags(req, fi->flags), CallerOf(req));
   if (!created.ok()) return ReplyError(req, created.status());
   SetOpenFlags(fi, *created->handle);
   fuse_entry_param e = MakeEntry(req, created->entry);
@@ -179,8 +204,6 @@ void OnWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off
   fuse_reply_write(req, *n);
 }
 
-void OnFlush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
-
 void OnRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   Fs(req).Release(std::unique_ptr<FileHandle>(Handle(fi)));
   fuse_reply_err(req, 0);
@@ -199,10 +222,11 @@ void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto dir = Fs(req).OpenDir(ino);
   if (!dir.ok()) return ReplyError(req, dir.status());
   fi->fh = reinterpret_cast<uint64_t>(dir->release());  // owned until releasedir
-  if (!Fs(req).writable()) {
-    fi->keep_cache = 1;
-    fi->cache_readdir = 1;
-  }
+  // The kernel keeps the listing across opens. Every change to a directory goes through
+  // the mount, and the kernel then drops its cached listing (fuse_dir_changed bumps the
+  // directory's i_version, which the cache is checked against at offset 0).
+  fi->keep_cache = 1;
+  fi->cache_readdir = 1;
   if (fuse_reply_open(req, fi) != 0) {
     Fs(req).ReleaseDir(std::unique_ptr<DirHandle>(reinterpret_cast<DirHandle*>(fi->fh)));
   }
@@ -341,7 +365,9 @@ fuse_lowlevel_ops MakeFuseOps() {
   ops.create = OnCreate;
   ops.read = OnRead;
   ops.write = OnWrite;
-  ops.flush = OnFlush;
+  // No flush: the daemon holds nothing for close(2) to push (the kernel writes its cached
+  // pages back before it would send FLUSH); left out, the first FLUSH gets ENOSYS and the
+  // kernel stops sending one per close.
   ops.release = OnRelease;
   ops.fsync = OnFsync;
   ops.fallocate = OnFallocate;

@@ -16,6 +16,8 @@ struct FuseContext {
   double entry_timeout_sec = 0;
   double attr_timeout_sec = 0;
   unsigned max_read = 0;
+  bool writeback_cache = true;  // ask for the write-back cache on writable mounts
+  bool writeback = false;       // the kernel granted it (set in init, before any open)
 };
 
 // The one place the operation table is filled.

@@ -145,6 +145,7 @@ Result<std::unique_ptr<Session>> Session::Mount(Filesystem& filesystem,
   s->context_->fuse.entry_timeout_sec = options.entry_timeout_sec;
   s->context_->fuse.attr_timeout_sec = options.attr_timeout_sec;
   s->context_->fuse.max_read = options.max_read;
+  s->context_->fuse.writeback_cache = options.writeback_cache;
   s->context_->ops = MakeFuseOps();
 
   std::string opts = "fsname=" + OptionValue(options.fsname) +

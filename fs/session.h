@@ -35,6 +35,9 @@ struct SessionOptions {
   double attr_timeout_sec = 86400;
   unsigned max_read = 1 << 20;  // bytes per FUSE read request
   unsigned max_threads = 16;
+  // Writable mounts: the kernel's write-back cache (fs/fuse_ops.cc OnInit says what it
+  // changes).
+  bool writeback_cache = true;
   bool debug = false;  // libfuse's request trace, to the log
 };
 

@@ -351,6 +351,57 @@ TEST_F(UpperTest, PosixCornersOnTheMount) {
   ASSERT_EQ(Imagefs({"umount", m}).exit_code, 0);
 }
 
+// The kernel caches listings (cache_readdir), entries and attributes long and keeps written
+// pages (write-back cache): every change made through the mount must show at once.
+TEST_F(UpperTest, CachedListingsEntriesAndPagesFollowChangesThroughTheMount) {
+  ScopedMount mnt(Dir("mnt"));
+  ProcessResult r = Imagefs({"mount", "--upper", Dir("upper"), *ref_, mnt.dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const std::string m = mnt.dir();
+  const std::string listing = Shell("ls -a " + m + "/data");
+  ASSERT_EQ(Shell("ls -a " + m + "/data"), listing) << "a second listing (from the cache)";
+  ASSERT_NE(listing.find("hello.txt"), std::string::npos) << listing;
+  Shell("echo new > " + m + "/data/new.txt");
+  EXPECT_NE(Shell("ls " + m + "/data").find("new.txt"), std::string::npos);
+  Shell("rm " + m + "/data/hello.txt && mv " + m + "/data/new.txt " + m + "/data/moved.txt");
+  std::string now = Shell("ls " + m + "/data");
+  EXPECT_EQ(now.find("hello.txt"), std::string::npos) << now;
+  EXPECT_EQ(now.find("new.txt"), std::string::npos) << now;
+  EXPECT_NE(now.find("moved.txt"), std::string::npos) << now;
+  struct stat st;
+  EXPECT_EQ(::stat((m + "/data/hello.txt").c_str(), &st), -1);
+  Shell("mkdir " + m + "/data/sub-new && touch " + m + "/data/sub-new/f");
+  EXPECT_EQ(Shell("ls " + m + "/data/sub-new"), "f\n");
+  Shell("rm -r " + m + "/data/sub-new");
+  EXPECT_EQ(Shell("ls " + m + "/data").find("sub-new"), std::string::npos);
+
+  // A write-only handle rewriting part of a page: the kernel reads the rest of the page
+  // through that handle. O_APPEND placed by the kernel.
+  const std::string run = *ReadFile(*oracle_ + "/data/run.sh");
+  ASSERT_GT(run.size(), 8u);
+  Shell("python3 -c \"import os\nfd = os.open('" + m + "/data/run.sh', os.O_WRONLY)\n"
+        "os.pwrite(fd, b'XY', 3)\nos.close(fd)\n"
+        "fd = os.open('" + m + "/data/run.sh', os.O_WRONLY | os.O_APPEND)\n"
+        "os.write(fd, b'tail')\nos.lseek(fd, 0, 0)\nos.write(fd, b'!')\nos.close(fd)\"");
+  std::string want = run;
+  want.replace(3, 2, "XY");
+  want += "tail!";
+  EXPECT_EQ(Shell("cat " + m + "/data/run.sh"), want);
+  ASSERT_EQ(::stat((m + "/data/run.sh").c_str(), &st), 0);
+  EXPECT_EQ(static_cast<size_t>(st.st_size), want.size());
+  const time_t before = st.st_mtime;
+  Shell("touch -d @1000000000 " + m + "/data/run.sh");
+  ASSERT_EQ(::stat((m + "/data/run.sh").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtime, 1000000000) << "was " << before;
+  Shell("chmod 0640 " + m + "/data/run.sh && chown 12:34 " + m + "/data/run.sh");
+  ASSERT_EQ(::stat((m + "/data/run.sh").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(st.st_uid, 12u);
+  EXPECT_EQ(st.st_gid, 34u);
+  ASSERT_EQ(Imagefs({"umount", m}).exit_code, 0);
+  EXPECT_EQ(*ReadFile(case_ + "/upper/data/run.sh"), want) << "written back by umount";
+}
+
 TEST_F(UpperTest, AForegroundWritableMountUnmountsCleanlyOnSigterm) {
   ScopedMount mnt(Dir("mnt"));
   const std::string upper = case_ + "/upper";

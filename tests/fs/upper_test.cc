@@ -178,6 +178,27 @@ TEST_F(UpperTest, WriteCopiesUpDataAndMetadataAndKeepsTheInodeNumber) {
   EXPECT_EQ(fs_->GetAttr(Path("data"))->st_nlink, 1u);
 }
 
+// The kernel's write-back cache sends an inode's times after a ctime-only change (unlink
+// of another name): repeating a lower file's mtime copies nothing up; a new mtime does.
+TEST_F(UpperTest, AnMtimeEqualToTheLowerOneCopiesNothingUpAnotherDoes) {
+  const Ino a = Path("data/a.txt");
+  auto before = fs_->GetAttr(a);
+  ASSERT_TRUE(before.ok());
+  SetAttrRequest r;
+  r.set_mtime = true;
+  r.mtime = before->st_mtim;
+  auto st = fs_->SetAttr(a, r, nullptr, caller_);
+  ASSERT_TRUE(st.ok()) << st.status().message();
+  EXPECT_EQ(st->st_mtim.tv_sec, before->st_mtim.tv_sec);
+  EXPECT_FALSE(PathExists(upper_ + "/data/a.txt"));
+  r.mtime.tv_sec += 60;
+  st = fs_->SetAttr(a, r, nullptr, caller_);
+  ASSERT_TRUE(st.ok()) << st.status().message();
+  EXPECT_EQ(st->st_mtim.tv_sec, before->st_mtim.tv_sec + 60);
+  EXPECT_EQ(UpperStat("data/a.txt").st_mtim.tv_sec, before->st_mtim.tv_sec + 60);
+  EXPECT_EQ(ReadAll(a), "aaaa");
+}
+
 TEST_F(UpperTest, ChmodOnlyCopiesUpWithDataOwnerAndMtime) {
   const Ino deep = Path("data/sub/deep.txt");
   SetAttrRequest r;
@@ -491,7 +512,7 @@ TEST_F(UpperTest, ConcurrentWritersOfOneLowerFileShareOneCopyUp) {
 TEST_F(UpperTest, ACopyUpBreaksALowerHardLinkAsOverlayfsDoes) {
   const Ino h1 = Path("data/h1");
   ASSERT_EQ(Path("data/h2"), h1);
-  EXPECT_FALSE(fs_->Lookup(Path("data"), "h2")->immutable) << "the kernel must ask again";
+  EXPECT_FALSE(fs_->Lookup(Path("data"), "h2")->cacheable) << "the kernel must ask again";
   // The copy goes to the name the node was last looked up by, as the kernel's path walk
   // before open(2) does.
   ASSERT_EQ(Path("data/h1"), h1);
