@@ -25,7 +25,7 @@ std::string ProcPath(int dirfd, const std::string& rel) {
   return "/proc/self/fd/" + std::to_string(dirfd) + "/" + rel;
 }
 
-bool IsOverlayXattr(std::string_view name) {
+bool IsOverlayfsXattr(std::string_view name) {
   return name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.");
 }
 
@@ -51,7 +51,7 @@ Result<std::map<std::string, std::string>> ListXattrs(const std::string& path,
   for (size_t pos = 0; pos < names.size();) {
     std::string name(names.c_str() + pos);
     pos += name.size() + 1;
-    if (name.empty() || IsOverlayXattr(name)) continue;
+    if (name.empty() || IsOverlayfsXattr(name)) continue;
     ssize_t n = ::lgetxattr(path.c_str(), name.c_str(), nullptr, 0);
     if (n < 0) {
       if (errno == ENODATA) continue;

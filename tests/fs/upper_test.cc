@@ -20,6 +20,7 @@
 #include "util/file.h"
 
 namespace imagefs::fs {
+namespace upper_test {
 namespace {
 
 using index::test::Dir;
@@ -524,4 +525,5 @@ TEST_F(UpperTest, AReusedUpperDirWrittenByOthersIsReadWithItsMarkers) {
 }
 
 }  // namespace
+}  // namespace upper_test
 }  // namespace imagefs::fs
