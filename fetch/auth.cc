@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fetch/reference.h"
+#include "util/ascii.h"
 #include "util/file.h"
 #include "util/unique_fd.h"
 
@@ -22,17 +24,9 @@ namespace {
 
 using Json = nlohmann::json;
 
-constexpr std::string_view kDockerHub = "docker.io";
 // The server URL docker login and credential helpers use for Docker Hub.
 constexpr std::string_view kDockerHubServerUrl = "https://index.docker.io/v1/";
 
-char LowerChar(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = LowerChar(c);
-  return out;
-}
 
 bool IsAlnum(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
@@ -64,7 +58,7 @@ class ChallengeParser {
       std::string_view scheme = Token();
       if (scheme.empty()) return Bad("expected an auth scheme at offset " + std::to_string(i_));
       AuthChallenge ch;
-      ch.scheme = Lower(scheme);
+      ch.scheme = AsciiLower(scheme);
       if (!AtEnd() && !IsSpace(h_[i_]) && h_[i_] != ',') {
         return Bad("unexpected '" + std::string(1, h_[i_]) + "' after scheme \"" +
                    std::string(scheme) + "\"");
@@ -116,7 +110,7 @@ class ChallengeParser {
       SkipSpace();
       if (AtEnd() || h_[i_] == ',') return Status::Ok();  // "Basic, Bearer ...": no params
       size_t name_start = i_;
-      std::string name = Lower(Token());
+      std::string name = AsciiLower(Token());
       SkipSpace();
       if (name.empty()) return Bad("expected a parameter name at offset " + std::to_string(i_));
       if (AtEnd() || h_[i_] != '=') {
@@ -201,7 +195,7 @@ std::string HelperServerUrl(const std::string& host) {
   return host == kDockerHub ? std::string(kDockerHubServerUrl) : host;
 }
 
-Status WriteAll(int fd, std::string_view data) {
+Status SendAll(int fd, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);  // no SIGPIPE if it exits
     if (n < 0) {
@@ -246,7 +240,7 @@ Result<std::optional<Credential>> RunCredentialHelper(const std::string& helper,
   in_child.Reset();
   out_child.Reset();
 
-  Status write_status = WriteAll(in_parent.get(), server);
+  Status write_status = SendAll(in_parent.get(), server);
   ::shutdown(in_parent.get(), SHUT_WR);
   std::string output;
   char buf[4096];

@@ -18,6 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include "util/ascii.h"
+
 namespace imagefs::fetch {
 namespace {
 
@@ -25,12 +27,6 @@ constexpr size_t kMaxErrorBody = 1 << 20;
 
 std::once_flag g_curl_init;
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -80,7 +76,7 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   }
   size_t colon = line.find(':');
   if (colon == std::string_view::npos) return total;
-  std::string name = Lower(Trim(line.substr(0, colon)));
+  std::string name = AsciiLower(Trim(line.substr(0, colon)));
   std::string value(Trim(line.substr(colon + 1)));
   t->response->headers_multi.emplace(name, value);
   auto it = t->response->headers.find(name);

@@ -11,6 +11,8 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "util/ascii.h"
+
 namespace imagefs::fetch {
 namespace {
 
@@ -210,19 +212,12 @@ Status CheckSchemaVersion(const Json& j, std::string_view what) {
   return Status::Ok();
 }
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
 
 // Docker's aliases for architectures and variants, applied to both sides of a comparison.
 Platform Normalize(Platform p) {
-  p.os = Lower(p.os);
-  p.architecture = Lower(p.architecture);
-  p.variant = Lower(p.variant);
+  p.os = AsciiLower(p.os);
+  p.architecture = AsciiLower(p.architecture);
+  p.variant = AsciiLower(p.variant);
   const std::string& a = p.architecture;
   if (a == "x86_64" || a == "x86-64") {
     p.architecture = "amd64";

@@ -23,7 +23,6 @@
 namespace imagefs::fetch {
 namespace {
 
-constexpr std::string_view kDockerHub = "docker.io";
 constexpr std::string_view kLegacyDockerHub = "index.docker.io";
 constexpr std::string_view kOfficialPrefix = "library/";
 constexpr size_t kMaxNameLength = 255;

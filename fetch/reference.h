@@ -20,6 +20,9 @@
 
 namespace imagefs::fetch {
 
+// Docker Hub's canonical registry name.
+inline constexpr std::string_view kDockerHub = "docker.io";
+
 struct Reference {
   std::string registry;    // "docker.io", "localhost:5000", "[::1]:5000"
   std::string repository;  // "library/nginx"

@@ -19,7 +19,6 @@ namespace {
 
 constexpr char kDefaultConf[] = "/etc/containers/registries.conf";
 constexpr char kDefaultDropinDir[] = "/etc/containers/registries.conf.d";
-constexpr std::string_view kDockerHub = "docker.io";
 constexpr std::string_view kDockerHubApiHost = "registry-1.docker.io";
 
 Status Bad(const std::string& origin, const std::string& why) {

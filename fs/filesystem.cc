@@ -49,7 +49,7 @@ Status CheckName(std::string_view name) {
   return Status::Ok();
 }
 
-bool IsOverlayXattr(std::string_view name) { return name.substr(0, kOverlayPrefix.size()) == kOverlayPrefix; }
+bool IsTrustedOverlayXattr(std::string_view name) { return name.substr(0, kOverlayPrefix.size()) == kOverlayPrefix; }
 
 bool HasOpaqueXattr(int dirfd, std::string_view name) {
   char v[4];
@@ -506,7 +506,7 @@ Status Filesystem::SetLowerMetadata(int dirfd, const std::string& name, Ino lowe
   ASSIGN_OR_RETURN(std::vector<index::XattrView> xattrs, view_.Xattrs(lower));
   const std::string path = FdPath(dirfd, name);
   for (const index::XattrView& x : xattrs) {
-    if (IsOverlayXattr(x.name)) continue;
+    if (IsTrustedOverlayXattr(x.name)) continue;
     const std::string xname(x.name);
     if (::lsetxattr(path.c_str(), xname.c_str(), x.value.data(), x.value.size(), 0) != 0) {
       if (is_link && (errno == EPERM || errno == ENOTSUP)) continue;
@@ -1301,7 +1301,7 @@ struct XattrTarget {
 }  // namespace
 
 Result<XattrReply> Filesystem::GetXattr(Ino ino, std::string_view name, size_t buffer_size) {
-  if (IsOverlayXattr(name)) return Status::FromErrno(ENODATA, std::string(name));
+  if (IsTrustedOverlayXattr(name)) return Status::FromErrno(ENODATA, std::string(name));
   std::lock_guard<std::mutex> lock(mu_);
   Node* n = Find(ino);
   const std::string xname(name);
@@ -1362,7 +1362,7 @@ Result<XattrReply> Filesystem::ListXattr(Ino ino, size_t buffer_size) {
       for (size_t pos = 0; pos < raw.size();) {
         std::string_view one(raw.c_str() + pos);
         pos += one.size() + 1;
-        if (IsOverlayXattr(one)) continue;
+        if (IsTrustedOverlayXattr(one)) continue;
         list += one;
         list.push_back('\0');
       }
@@ -1370,7 +1370,7 @@ Result<XattrReply> Filesystem::ListXattr(Ino ino, size_t buffer_size) {
       const Ino lower = n != nullptr ? n->lower : ino;
       ASSIGN_OR_RETURN(std::vector<index::XattrView> xattrs, view_.Xattrs(lower));
       for (const index::XattrView& x : xattrs) {
-        if (IsOverlayXattr(x.name)) continue;
+        if (IsTrustedOverlayXattr(x.name)) continue;
         list += x.name;
         list.push_back('\0');
       }
@@ -1386,7 +1386,7 @@ Result<XattrReply> Filesystem::ListXattr(Ino ino, size_t buffer_size) {
 
 Status Filesystem::SetXattr(Ino ino, std::string_view name, std::string_view value, int flags) {
   RETURN_IF_ERROR(CheckWritable());
-  if (IsOverlayXattr(name)) return Status::FromErrno(EPERM, std::string(name));
+  if (IsTrustedOverlayXattr(name)) return Status::FromErrno(EPERM, std::string(name));
   StageCopyUp(ino);
   std::lock_guard<std::mutex> lock(mu_);
   ASSIGN_OR_RETURN(Node * n, Need(ino));
@@ -1406,7 +1406,7 @@ Status Filesystem::SetXattr(Ino ino, std::string_view name, std::string_view val
 
 Status Filesystem::RemoveXattr(Ino ino, std::string_view name) {
   RETURN_IF_ERROR(CheckWritable());
-  if (IsOverlayXattr(name)) return Status::FromErrno(ENODATA, std::string(name));
+  if (IsTrustedOverlayXattr(name)) return Status::FromErrno(ENODATA, std::string(name));
   {
     // Removing what a lower node does not have copies nothing up (as overlayfs).
     std::lock_guard<std::mutex> lock(mu_);

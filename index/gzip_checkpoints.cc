@@ -6,9 +6,9 @@
 namespace imagefs::index {
 namespace {
 
-constexpr std::string_view kMagic = "IFSGZCK\x01";
-constexpr uint32_t kVersion = 1;
-constexpr size_t kTrailer = 32;
+constexpr std::string_view kCheckpointsMagic = "IFSGZCK\x01";
+constexpr uint32_t kCheckpointsVersion = 1;
+constexpr size_t kCheckpointsTrailer = 32;
 
 }  // namespace
 
@@ -34,8 +34,8 @@ size_t GzipCheckpointIndex::MemoryUsage() const {
 
 void GzipCheckpointIndex::EncodeTo(std::string& out) const {
   size_t start = out.size();
-  PutBytes(out, kMagic);
-  PutU32(out, kVersion);
+  PutBytes(out, kCheckpointsMagic);
+  PutU32(out, kCheckpointsVersion);
   PutU32(out, static_cast<uint32_t>(checkpoints.size()));
   PutU64(out, compressed_size);
   PutU64(out, uncompressed_size);
@@ -58,19 +58,19 @@ Result<GzipCheckpointIndex> GzipCheckpointIndex::DecodeFrom(std::string_view in)
   auto bad = [](std::string_view why) {
     return Status::Corruption("gzip checkpoint index: " + std::string(why));
   };
-  if (in.size() < kMagic.size() + 4 + kTrailer) return bad("truncated");
-  if (in.substr(0, kMagic.size()) != kMagic) return bad("bad magic");
-  std::string_view body = in.substr(0, in.size() - kTrailer);
+  if (in.size() < kCheckpointsMagic.size() + 4 + kCheckpointsTrailer) return bad("truncated");
+  if (in.substr(0, kCheckpointsMagic.size()) != kCheckpointsMagic) return bad("bad magic");
+  std::string_view body = in.substr(0, in.size() - kCheckpointsTrailer);
   auto sum = Sha256Raw(body);
-  if (in.substr(in.size() - kTrailer) !=
+  if (in.substr(in.size() - kCheckpointsTrailer) !=
       std::string_view(reinterpret_cast<const char*>(sum.data()), 32)) {
     return bad("checksum mismatch");
   }
-  Decoder dec(body.substr(kMagic.size()));
+  Decoder dec(body.substr(kCheckpointsMagic.size()));
   uint32_t version, count;
   GzipCheckpointIndex index;
   if (!dec.GetU32(version)) return bad("truncated");
-  if (version != kVersion) {
+  if (version != kCheckpointsVersion) {
     return Status::Unsupported("gzip checkpoint index: version " + std::to_string(version) +
                                " is not supported");
   }

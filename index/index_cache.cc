@@ -12,7 +12,7 @@ class DirectoryIndexCache final : public IndexCache {
 
   Result<std::string> Get(std::string_view layer_digest) override {
     ASSIGN_OR_RETURN(std::string path, PathFor(layer_digest));
-    return ReadFile(path);
+    return imagefs::ReadFile(path);
   }
 
   Status Put(std::string_view layer_digest, std::string_view bytes) override {

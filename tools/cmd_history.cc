@@ -19,7 +19,7 @@
 namespace imagefs::tools {
 namespace {
 
-constexpr const char* kDefaultTable =
+constexpr const char* kHistoryTable =
     "table {{.ID}}\\t{{.CreatedSince}}\\t{{.CreatedBy}}\\t{{.Size}}\\t{{.Comment}}";
 
 // Go's time.Format(time.RFC3339) in local time.
@@ -96,7 +96,7 @@ int RunHistory(const GlobalOptions& global, const std::vector<std::string>& args
   static const std::map<std::string, std::string> kHeaders = {
       {"ID", "IMAGE"},           {"CreatedSince", "CREATED"}, {"CreatedAt", "CREATED AT"},
       {"CreatedBy", "CREATED BY"}, {"Size", "SIZE"},          {"Comment", "COMMENT"}};
-  auto out = RenderRows(format, kDefaultTable, kHeaders, rows);
+  auto out = RenderRows(format, kHistoryTable, kHeaders, rows);
   if (!out.ok()) return Fail(out.status().WithContext("history"));
   std::fwrite(out->data(), 1, out->size(), stdout);
   return 0;

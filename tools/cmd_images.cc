@@ -17,7 +17,7 @@
 namespace imagefs::tools {
 namespace {
 
-constexpr const char* kDefaultTable =
+constexpr const char* kImagesTable =
     "table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}\\t{{.CreatedSince}}\\t{{.Size}}";
 constexpr const char* kDigestsTable =
     "table {{.Repository}}\\t{{.Tag}}\\t{{.Digest}}\\t{{.ID}}\\t{{.CreatedSince}}\\t{{.Size}}";
@@ -193,7 +193,7 @@ int RunImages(const GlobalOptions& global, const std::vector<std::string>& args)
       }
     }
   }
-  auto out = RenderRows(format, digests ? kDigestsTable : kDefaultTable, Headers(), rows);
+  auto out = RenderRows(format, digests ? kDigestsTable : kImagesTable, Headers(), rows);
   if (!out.ok()) return Fail(out.status().WithContext("images"));
   std::fwrite(out->data(), 1, out->size(), stdout);
   return 0;

@@ -41,13 +41,13 @@ std::string ModeString(uint32_t mode) {
   return s;
 }
 
-struct Row {
+struct LsRow {
   std::vector<std::string> cells;  // mode, nlink, uid, gid, size, time
   std::string name;
 };
 
-Result<Row> MakeRow(const index::MergedView& view, index::Ino ino, std::string name, bool lng) {
-  Row row;
+Result<LsRow> MakeRow(const index::MergedView& view, index::Ino ino, std::string name, bool lng) {
+  LsRow row;
   row.name = std::move(name);
   if (!lng) return row;
   ASSIGN_OR_RETURN(index::NodeAttr a, view.Attr(ino));
@@ -68,14 +68,14 @@ Result<Row> MakeRow(const index::MergedView& view, index::Ino ino, std::string n
   return row;
 }
 
-void PrintRows(const std::vector<Row>& rows) {
+void PrintRows(const std::vector<LsRow>& rows) {
   std::vector<size_t> width;
-  for (const Row& r : rows) {
+  for (const LsRow& r : rows) {
     width.resize(std::max(width.size(), r.cells.size()));
     for (size_t i = 0; i < r.cells.size(); ++i) width[i] = std::max(width[i], r.cells[i].size());
   }
   std::string out;
-  for (const Row& r : rows) {
+  for (const LsRow& r : rows) {
     for (size_t i = 0; i < r.cells.size(); ++i) {
       // Mode and time left-aligned, numbers right-aligned, as ls does.
       const bool left = i == 0 || i == 5;
@@ -157,7 +157,7 @@ int RunLs(const GlobalOptions& global, const std::vector<std::string>& args) {
   auto attr = view.Attr(*ino);
   if (!attr.ok()) return Fail(attr.status());
 
-  std::vector<Row> rows;
+  std::vector<LsRow> rows;
   Status st = Status::Ok();
   if (!S_ISDIR(attr->mode)) {
     auto row = MakeRow(view, *ino, path, lng);

@@ -8,9 +8,10 @@
 #include "util/file.h"
 
 namespace imagefs::fetch {
+namespace auth_file_test {
 namespace {
 
-TEST(WwwAuthenticateTest, ParsesDockerHubsBearerChallenge) {
+TEST(AuthFileWwwAuthenticateTest, ParsesDockerHubsBearerChallenge) {
   auto c = ParseWwwAuthenticate(
       R"(Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull,push")");
   ASSERT_TRUE(c.ok()) << c.status().message();
@@ -21,7 +22,7 @@ TEST(WwwAuthenticateTest, ParsesDockerHubsBearerChallenge) {
   EXPECT_EQ((*c)[0].params.at("scope"), "repository:library/nginx:pull,push");
 }
 
-TEST(WwwAuthenticateTest, ParsesSeveralChallengesEscapesAndTokens) {
+TEST(AuthFileWwwAuthenticateTest, ParsesSeveralChallengesEscapesAndTokens) {
   auto c = ParseWwwAuthenticate(
       R"(Basic realm="Registry \"Realm\"", Bearer realm=https://a/token, service = "s", error="invalid_token")");
   ASSERT_TRUE(c.ok()) << c.status().message();
@@ -34,20 +35,20 @@ TEST(WwwAuthenticateTest, ParsesSeveralChallengesEscapesAndTokens) {
   EXPECT_EQ((*c)[1].params.at("error"), "invalid_token");
 }
 
-TEST(WwwAuthenticateTest, SchemeAndParameterNamesAreCaseInsensitive) {
+TEST(AuthFileWwwAuthenticateTest, SchemeAndParameterNamesAreCaseInsensitive) {
   auto c = ParseWwwAuthenticate(R"(BASIC REALM="x")");
   ASSERT_TRUE(c.ok());
   EXPECT_EQ((*c)[0].scheme, "basic");
   EXPECT_EQ((*c)[0].params.at("realm"), "x");
 }
 
-TEST(WwwAuthenticateTest, MalformedHeadersAreErrors) {
+TEST(AuthFileWwwAuthenticateTest, MalformedHeadersAreErrors) {
   EXPECT_FALSE(ParseWwwAuthenticate("").ok());
   EXPECT_FALSE(ParseWwwAuthenticate(R"(Bearer realm="unterminated)").ok());
   EXPECT_FALSE(ParseWwwAuthenticate("=x").ok());
 }
 
-TEST(Base64Test, RoundTripsAndToleratesMissingPadding) {
+TEST(AuthFileBase64Test, RoundTripsAndToleratesMissingPadding) {
   EXPECT_EQ(Base64Encode("user:pass"), "dXNlcjpwYXNz");
   EXPECT_EQ(*Base64Decode("dXNlcjpwYXNz"), "user:pass");
   EXPECT_EQ(Base64Encode("ab"), "YWI=");
@@ -172,4 +173,5 @@ TEST_F(AuthFileTest, MalformedFilesNameTheFile) {
 }
 
 }  // namespace
+}  // namespace auth_file_test
 }  // namespace imagefs::fetch

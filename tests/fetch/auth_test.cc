@@ -13,6 +13,7 @@
 #include "util/file.h"
 
 namespace imagefs::fetch {
+namespace auth_test {
 namespace {
 
 using Json = nlohmann::json;
@@ -511,4 +512,5 @@ TEST_F(AuthLookupTest, EraseWhenNotLoggedInIsNotFound) {
 }
 
 }  // namespace
+}  // namespace auth_test
 }  // namespace imagefs::fetch

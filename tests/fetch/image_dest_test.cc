@@ -25,6 +25,7 @@
 #include "util/file.h"
 
 namespace imagefs::fetch {
+namespace image_dest_test {
 namespace {
 
 using Json = nlohmann::json;
@@ -613,4 +614,5 @@ TEST_F(ImageDestTest, DockerArchiveNeedsATagNotAnIndex) {
 }
 
 }  // namespace
+}  // namespace image_dest_test
 }  // namespace imagefs::fetch

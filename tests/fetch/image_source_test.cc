@@ -15,6 +15,7 @@
 #include "util/file.h"
 
 namespace imagefs::fetch {
+namespace image_source_test {
 namespace {
 
 using Json = nlohmann::json;
@@ -698,4 +699,5 @@ TEST_F(DockerArchiveTest, TruncatedArchiveIsCorruption) {
 }
 
 }  // namespace
+}  // namespace image_source_test
 }  // namespace imagefs::fetch

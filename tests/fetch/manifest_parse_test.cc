@@ -5,6 +5,7 @@
 #include "fetch/manifest.h"
 
 namespace imagefs::fetch {
+namespace manifest_parse_test {
 namespace {
 
 constexpr char kOciManifestJson[] = R"({
@@ -145,4 +146,5 @@ TEST(ManifestParseTest, AcceptHeaderListsEveryManifestTypeWeRead) {
 }
 
 }  // namespace
+}  // namespace manifest_parse_test
 }  // namespace imagefs::fetch

@@ -11,6 +11,7 @@
 #include <vector>
 
 namespace imagefs::fetch {
+namespace manifest_test {
 namespace {
 
 // docker.io/library/alpine:3.19 for amd64, as Docker Hub serves it (Docker schema 2).
@@ -573,4 +574,5 @@ TEST(ManifestTest, SelectPlatformTakesAnEntryWithoutPlatformOnlyAsALastResort) {
 }
 
 }  // namespace
+}  // namespace manifest_test
 }  // namespace imagefs::fetch

@@ -6,6 +6,7 @@
 #include "fetch/reference.h"
 
 namespace imagefs::fetch {
+namespace reference_parse_test {
 namespace {
 
 struct Valid {
@@ -133,4 +134,5 @@ TEST(ReferenceParseTest, RejectsMalformedNamesWithTheReason) {
 }
 
 }  // namespace
+}  // namespace reference_parse_test
 }  // namespace imagefs::fetch

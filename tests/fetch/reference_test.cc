@@ -9,6 +9,7 @@
 #include "fetch/reference.h"
 
 namespace imagefs::fetch {
+namespace reference_test {
 namespace {
 
 const std::string kDigest = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
@@ -263,4 +264,5 @@ TEST(ReferenceTest, StringJoinsTagAndDigestWhenBothAreSet) {
 }
 
 }  // namespace
+}  // namespace reference_test
 }  // namespace imagefs::fetch

@@ -7,6 +7,7 @@
 #include "util/file.h"
 
 namespace imagefs::fetch {
+namespace registries_conf_parse_test {
 namespace {
 
 constexpr char kConf[] = R"(
@@ -53,7 +54,7 @@ Reference Ref(const std::string& text) {
   return *r;
 }
 
-TEST(RegistriesConfTest, ParsesEveryV2Table) {
+TEST(RegistriesConfParseTest, ParsesEveryV2Table) {
   RegistriesConf c = Parse(kConf);
   EXPECT_EQ(c.unqualified_search_registries,
             (std::vector<std::string>{"registry.fedoraproject.org", "docker.io"}));
@@ -67,7 +68,7 @@ TEST(RegistriesConfTest, ParsesEveryV2Table) {
   EXPECT_TRUE(c.registries[3].blocked);
 }
 
-TEST(RegistriesConfTest, MirrorsComeBeforeTheOriginInOrder) {
+TEST(RegistriesConfParseTest, MirrorsComeBeforeTheOriginInOrder) {
   RegistriesConf c = Parse(kConf);
   auto eps = EndpointsFor(c, Ref("nginx:1.25"), {});
   ASSERT_TRUE(eps.ok()) << eps.status().message();
@@ -83,7 +84,7 @@ TEST(RegistriesConfTest, MirrorsComeBeforeTheOriginInOrder) {
   EXPECT_FALSE((*eps)[2].mirror);
 }
 
-TEST(RegistriesConfTest, LocationRewritesTheLongestMatchingPrefix) {
+TEST(RegistriesConfParseTest, LocationRewritesTheLongestMatchingPrefix) {
   RegistriesConf c = Parse(kConf);
   auto eps = EndpointsFor(c, Ref("quay.io/org/nginx:1"), {});
   ASSERT_TRUE(eps.ok());
@@ -97,14 +98,14 @@ TEST(RegistriesConfTest, LocationRewritesTheLongestMatchingPrefix) {
   EXPECT_EQ((*other)[0].repository, "orgx/nginx");
 }
 
-TEST(RegistriesConfTest, InsecureComesFromTheEntryOrTheFlag) {
+TEST(RegistriesConfParseTest, InsecureComesFromTheEntryOrTheFlag) {
   RegistriesConf c = Parse(kConf);
   EXPECT_TRUE((*EndpointsFor(c, Ref("insecure.example:5000/a"), {}))[0].insecure);
   EXPECT_FALSE((*EndpointsFor(c, Ref("other.example:5000/a"), {}))[0].insecure);
   EXPECT_TRUE((*EndpointsFor(c, Ref("other.example:5000/a"), {"other.example:5000"}))[0].insecure);
 }
 
-TEST(RegistriesConfTest, BlockedWildcardRefuses) {
+TEST(RegistriesConfParseTest, BlockedWildcardRefuses) {
   RegistriesConf c = Parse(kConf);
   auto eps = EndpointsFor(c, Ref("reg.blocked.example/a"), {});
   EXPECT_EQ(eps.status().code(), Code::kPermissionDenied);
@@ -112,7 +113,7 @@ TEST(RegistriesConfTest, BlockedWildcardRefuses) {
   EXPECT_TRUE(EndpointsFor(c, Ref("blocked.example/a"), {}).ok());  // the bare domain is not a subdomain
 }
 
-TEST(RegistriesConfTest, ShortNamesUseAliasesThenSearchRegistries) {
+TEST(RegistriesConfParseTest, ShortNamesUseAliasesThenSearchRegistries) {
   RegistriesConf c = Parse(kConf);
   auto fedora = ResolveShortName(c, "fedora:39");
   ASSERT_TRUE(fedora.ok());
@@ -132,7 +133,7 @@ TEST(RegistriesConfTest, ShortNamesUseAliasesThenSearchRegistries) {
   EXPECT_EQ((*qualified)[0].String(), "quay.io/x/y:1");
 }
 
-TEST(RegistriesConfTest, WithoutConfigurationDockersRuleHolds) {
+TEST(RegistriesConfParseTest, WithoutConfigurationDockersRuleHolds) {
   RegistriesConf empty;
   auto r = ResolveShortName(empty, "nginx");
   ASSERT_TRUE(r.ok());
@@ -140,7 +141,7 @@ TEST(RegistriesConfTest, WithoutConfigurationDockersRuleHolds) {
   EXPECT_EQ((*r)[0].String(), "docker.io/library/nginx:latest");
 }
 
-TEST(RegistriesConfTest, DropInsOverrideKeysAndMergeRegistriesByPrefix) {
+TEST(RegistriesConfParseTest, DropInsOverrideKeysAndMergeRegistriesByPrefix) {
   RegistriesConf base = Parse(kConf);
   RegistriesConf over = Parse(R"(
 unqualified-search-registries = ["quay.io"]
@@ -159,7 +160,7 @@ location = "new.example"
   EXPECT_FALSE((*EndpointsFor(base, Ref("insecure.example:5000/a"), {}))[0].insecure);
 }
 
-TEST(RegistriesConfTest, BadFilesAreErrorsNamingTheFileAndLine) {
+TEST(RegistriesConfParseTest, BadFilesAreErrorsNamingTheFileAndLine) {
   auto syntax = ParseRegistriesConf("unqualified-search-registries = [\n", "/etc/x.conf");
   EXPECT_EQ(syntax.status().code(), Code::kInvalidArgument);
   EXPECT_EQ(syntax.status().message().rfind("/etc/x.conf: line ", 0), 0u) << syntax.status().message();
@@ -169,7 +170,7 @@ TEST(RegistriesConfTest, BadFilesAreErrorsNamingTheFileAndLine) {
   EXPECT_EQ(v1.status().code(), Code::kUnsupported);
 }
 
-TEST(RegistriesConfTest, LoadHonoursContainersRegistriesConf) {
+TEST(RegistriesConfParseTest, LoadHonoursContainersRegistriesConf) {
   auto dir = MakeTempDir("/tmp", "regconf-test-");
   ASSERT_TRUE(dir.ok());
   ASSERT_TRUE(WriteFileAtomic(*dir + "/r.conf", "unqualified-search-registries = [\"a.io\"]\n").ok());
@@ -185,4 +186,5 @@ TEST(RegistriesConfTest, LoadHonoursContainersRegistriesConf) {
 }
 
 }  // namespace
+}  // namespace registries_conf_parse_test
 }  // namespace imagefs::fetch

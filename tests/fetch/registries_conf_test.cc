@@ -13,6 +13,7 @@
 #include "util/file.h"
 
 namespace imagefs::fetch {
+namespace registries_conf_test {
 namespace {
 
 const std::string kDigest = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
@@ -564,4 +565,5 @@ TEST(RegistriesConfTest, InvalidShortNameIsAnError) {
 }
 
 }  // namespace
+}  // namespace registries_conf_test
 }  // namespace imagefs::fetch

@@ -42,6 +42,7 @@
 extern char** environ;
 
 namespace imagefs::fetch {
+namespace registry_client_test {
 namespace {
 
 using Json = nlohmann::json;
@@ -1108,4 +1109,5 @@ TEST_F(RegistryClientTest, GetBlobResumesABrokenDownloadWithRange) {
 }
 
 }  // namespace
+}  // namespace registry_client_test
 }  // namespace imagefs::fetch

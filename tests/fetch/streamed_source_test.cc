@@ -14,6 +14,7 @@
 #include "tests/testing/fake_blob_source.h"
 
 namespace imagefs::fetch {
+namespace streamed_source_test {
 namespace {
 
 std::string Random(size_t n, uint64_t seed) {
@@ -150,4 +151,5 @@ TEST_F(StreamedBlobSourceTest, ALocalWriteFailureFallsBackToTheSource) {
 }
 
 }  // namespace
+}  // namespace streamed_source_test
 }  // namespace imagefs::fetch

@@ -17,6 +17,7 @@
 #include "util/unique_fd.h"
 
 namespace imagefs::fs {
+namespace changes_tar_test {
 namespace {
 
 std::string Sh(const std::string& script) {
@@ -148,4 +149,5 @@ TEST_F(ChangesTarTest, SocketIsRefusedByNameBeforeWriting) {
 }
 
 }  // namespace
+}  // namespace changes_tar_test
 }  // namespace imagefs::fs

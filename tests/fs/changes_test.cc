@@ -23,6 +23,7 @@
 #include "util/unique_fd.h"
 
 namespace imagefs::fs {
+namespace changes_test {
 namespace {
 
 using index::test::Dir;
@@ -388,4 +389,5 @@ TEST_F(ChangesTest, ImageChangesReadNoFileOfASharedLayer) {
 }
 
 }  // namespace
+}  // namespace changes_test
 }  // namespace imagefs::fs

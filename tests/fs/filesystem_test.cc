@@ -15,6 +15,7 @@
 #include "util/file.h"
 
 namespace imagefs::fs {
+namespace filesystem_test {
 namespace {
 
 using index::test::HeaderSpec;
@@ -332,4 +333,5 @@ TEST(FilesystemFailureTest, AFailingLayerReadIsEIOAndLaterReadsRecover) {
 }
 
 }  // namespace
+}  // namespace filesystem_test
 }  // namespace imagefs::fs

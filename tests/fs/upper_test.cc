@@ -20,6 +20,7 @@
 #include "util/file.h"
 
 namespace imagefs::fs {
+namespace upper_test {
 namespace {
 
 using index::test::Dir;
@@ -545,4 +546,5 @@ TEST_F(UpperTest, AReusedUpperDirWrittenByOthersIsReadWithItsMarkers) {
 }
 
 }  // namespace
+}  // namespace upper_test
 }  // namespace imagefs::fs

@@ -25,6 +25,7 @@
 #include "tests/testing/fake_blob_source.h"
 
 namespace imagefs::index {
+namespace estargz_test {
 namespace {
 
 using json = nlohmann::json;
@@ -867,4 +868,5 @@ TEST(EstargzReaderTest, RandomDamageIsAnErrorNeverACrashOrWrongBytes) {
 // The time and base64 codecs are shared with zstd:chunked: tests/index/toc_util_test.cc.
 
 }  // namespace
+}  // namespace estargz_test
 }  // namespace imagefs::index

@@ -25,6 +25,7 @@
 #include "tests/testing/fake_blob_source.h"
 
 namespace imagefs::index {
+namespace layer_index_test {
 namespace {
 
 using testing::FakeBlobSource;
@@ -771,4 +772,5 @@ TEST(LayerIndexMemoryTest, HundredThousandFilesFitWellUnderTheBudget) {
 }
 
 }  // namespace
+}  // namespace layer_index_test
 }  // namespace imagefs::index

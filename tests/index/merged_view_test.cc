@@ -18,6 +18,7 @@
 #include "util/file.h"
 
 namespace imagefs::index {
+namespace merged_view_test {
 namespace {
 
 using test::HeaderSpec;
@@ -241,4 +242,5 @@ TEST(MergedViewMemoryTest, HundredThousandFilesInTwoLayersFitWellUnder100MB) {
 }
 
 }  // namespace
+}  // namespace merged_view_test
 }  // namespace imagefs::index

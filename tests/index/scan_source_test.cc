@@ -14,6 +14,7 @@
 #include "tests/testing/fake_blob_source.h"
 
 namespace imagefs::index {
+namespace scan_source_test {
 namespace {
 
 class ScanSourceTest : public ::testing::Test {
@@ -102,4 +103,5 @@ TEST_F(ScanSourceTest, AStreamFailingItsDigestLeavesNoCachedIndex) {
 }
 
 }  // namespace
+}  // namespace scan_source_test
 }  // namespace imagefs::index

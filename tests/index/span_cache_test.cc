@@ -14,6 +14,7 @@
 #include "tests/testing/fake_blob_source.h"
 
 namespace imagefs::index {
+namespace span_cache_test {
 namespace {
 
 SpanCache::Span Bytes(size_t n) { return std::make_shared<const std::vector<uint8_t>>(n); }
@@ -105,4 +106,5 @@ TEST_F(SpanCacheViewTest, AFileReadInSmallPiecesDecodesEachSpanOnce) {
 }
 
 }  // namespace
+}  // namespace span_cache_test
 }  // namespace imagefs::index

@@ -11,6 +11,7 @@
 #include "tests/index/index_test_util.h"
 
 namespace imagefs::index {
+namespace tar_scanner_test {
 namespace {
 
 using test::HeaderSpec;
@@ -336,4 +337,5 @@ TEST(NormalizeTarPathTest, Cases) {
 }
 
 }  // namespace
+}  // namespace tar_scanner_test
 }  // namespace imagefs::index

@@ -25,6 +25,7 @@
 #include "tests/testing/fake_blob_source.h"
 
 namespace imagefs::index {
+namespace zstd_chunked_test {
 namespace {
 
 using testing::FakeBlobSource;
@@ -888,4 +889,5 @@ TEST(ZstdChunkedCodecTest, Crc64EqualsTheBitwiseDefinitionAtEveryLengthAndSplit)
 }
 
 }  // namespace
+}  // namespace zstd_chunked_test
 }  // namespace imagefs::index

@@ -6,6 +6,7 @@
 #include "util/file.h"
 
 namespace imagefs::store {
+namespace blob_store_test {
 namespace {
 
 class BlobStoreTest : public ::testing::Test {
@@ -96,4 +97,5 @@ TEST_F(BlobStoreTest, RemoveUnlinksAndMissingIsFine) {
 }
 
 }  // namespace
+}  // namespace blob_store_test
 }  // namespace imagefs::store

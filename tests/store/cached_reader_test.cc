@@ -14,6 +14,7 @@
 #include "util/file.h"
 
 namespace imagefs::store {
+namespace cached_reader_test {
 namespace {
 
 using testing::FakeBlobSource;
@@ -226,4 +227,5 @@ TEST_F(CachedReaderTest, StoreSharedByTwoProcessesKeepsTheOthersWip) {
 }
 
 }  // namespace
+}  // namespace cached_reader_test
 }  // namespace imagefs::store

@@ -14,6 +14,7 @@
 #include "util/single_flight.h"
 
 namespace imagefs::store {
+namespace chunk_store_test {
 namespace {
 
 std::string Bytes(size_t n, uint64_t seed) {
@@ -257,4 +258,5 @@ TEST(SingleFlightTest, ConcurrentCallersShareOneExecution) {
 }
 
 }  // namespace
+}  // namespace chunk_store_test
 }  // namespace imagefs::store

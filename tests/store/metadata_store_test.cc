@@ -8,6 +8,7 @@
 #include "util/file.h"
 
 namespace imagefs::store {
+namespace metadata_store_test {
 namespace {
 
 std::string D(char c) { return "sha256:" + std::string(64, c); }
@@ -213,4 +214,5 @@ TEST_F(MetadataStoreTest, FailedTransactionLeavesNoHalfState) {
 }
 
 }  // namespace
+}  // namespace metadata_store_test
 }  // namespace imagefs::store

@@ -11,6 +11,7 @@
 #include "util/file.h"
 
 namespace imagefs::store {
+namespace prefetch_test {
 namespace {
 
 using testing::FakeBlobSource;
@@ -165,4 +166,5 @@ INSTANTIATE_TEST_SUITE_P(Formats, PrefetchTest,
                          });
 
 }  // namespace
+}  // namespace prefetch_test
 }  // namespace imagefs::store

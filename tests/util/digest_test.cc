@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 namespace imagefs {
+namespace digest_test {
 namespace {
 
 TEST(DigestTest, Sha256OfEmptyStringIsTheKnownValue) {
@@ -32,4 +33,5 @@ TEST(DigestTest, ParseRejectsBadInput) {
 }
 
 }  // namespace
+}  // namespace digest_test
 }  // namespace imagefs

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 namespace imagefs {
+namespace status_test {
 namespace {
 
 Result<int> Half(int x) {
@@ -36,4 +37,5 @@ TEST(StatusTest, WithContextPrefixesTheMessage) {
 }
 
 }  // namespace
+}  // namespace status_test
 }  // namespace imagefs
