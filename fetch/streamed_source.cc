@@ -9,6 +9,7 @@
 #include <future>
 #include <vector>
 
+#include "util/file.h"
 #include "util/log.h"
 
 namespace imagefs::fetch {
@@ -61,7 +62,7 @@ Status FetchWindow(BlobSource& source, uint64_t offset, std::vector<uint8_t>& bu
 
 Result<std::unique_ptr<StreamedBlobSource>> StreamedBlobSource::Start(
     std::unique_ptr<BlobSource> inner, Digest expected, const std::string& tmp_dir) {
-  ::mkdir(tmp_dir.c_str(), 0700);  // usually there already
+  (void)MakeDirs(tmp_dir, 0700);  // a fresh --root has none yet; a failure shows below
   ASSIGN_OR_RETURN(UniqueFd fd, OpenUnnamedFile(tmp_dir));
   return std::unique_ptr<StreamedBlobSource>(
       new StreamedBlobSource(std::move(inner), std::move(expected), std::move(fd)));

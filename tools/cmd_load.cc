@@ -27,7 +27,7 @@
 namespace imagefs::tools {
 namespace {
 
-constexpr size_t kReadPiece = 4 << 20;
+constexpr size_t kLoadReadPiece = 4 << 20;
 
 struct LoadedImage {
   fetch::ResolvedImage image;
@@ -59,7 +59,7 @@ Status StoreLayer(fetch::ImageSource& source, store::BlobStore& blobs,
     plain_hash.Update(std::string_view(data, n));
     return Status::Ok();
   };
-  std::vector<uint8_t> buf(kReadPiece);
+  std::vector<uint8_t> buf(kLoadReadPiece);
   for (uint64_t offset = 0; offset < blob->Size();) {
     ASSIGN_OR_RETURN(size_t n, blob->ReadAt(offset, buf));
     if (n == 0) break;

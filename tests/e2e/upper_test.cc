@@ -355,7 +355,7 @@ TEST_F(UpperTest, PosixCornersOnTheMount) {
 // pages (write-back cache): every change made through the mount must show at once.
 TEST_F(UpperTest, CachedListingsEntriesAndPagesFollowChangesThroughTheMount) {
   ScopedMount mnt(Dir("mnt"));
-  ProcessResult r = Imagefs({"mount", "--upper", Dir("upper"), *ref_, mnt.dir()});
+  ProcessResult r = Imagefs({"mount", "--upper", Dir("upper"), *busybox_, mnt.dir()});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   const std::string m = mnt.dir();
   const std::string listing = Shell("ls -a " + m + "/data");
