@@ -186,7 +186,14 @@ TEST_F(RunTest, AContainerKeepsItsChangesForDiffWithoutTheRuntimesMountPoints) {
   r = Imagefs({"ps", "-a", "-q"});
   std::vector<std::string> ids = Lines(r.stdout_text);
   ASSERT_EQ(ids.size(), 2u) << r.Describe();
-  r = Imagefs({"diff", ids[0]});
+  // c2's id: both containers may be created in the same second, so ps's order alone
+  // does not tell which is which.
+  std::string c2_id;
+  for (const std::string& l : Lines(Imagefs({"ps", "-a"}).stdout_text)) {
+    if (l.size() > 2 && l.substr(l.size() - 2) == "c2") c2_id = l.substr(0, l.find(' '));
+  }
+  ASSERT_NE(std::find(ids.begin(), ids.end(), c2_id), ids.end()) << c2_id;
+  r = Imagefs({"diff", c2_id});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.stdout_text, "");
 
