@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "util/file.h"
 #include "util/unique_fd.h"
 
 namespace imagefs::fetch {
@@ -39,18 +40,7 @@ class FileSliceBlobSource final : public BlobSource {
   Result<size_t> ReadAt(uint64_t offset, std::span<uint8_t> out) override {
     if (offset >= size_) return size_t{0};
     size_t want = static_cast<size_t>(std::min<uint64_t>(out.size(), size_ - offset));
-    size_t done = 0;
-    while (done < want) {
-      ssize_t n = ::pread(fd_.get(), out.data() + done, want - done,
-                          static_cast<off_t>(offset_ + offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Status::FromErrno(errno, "reading " + path_);
-      }
-      if (n == 0) break;
-      done += static_cast<size_t>(n);
-    }
-    return done;
+    return PreadFull(fd_.get(), out.first(want), offset_ + offset, path_);
   }
   std::string Describe() const override { return path_; }
 

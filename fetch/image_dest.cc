@@ -35,28 +35,9 @@ constexpr size_t kTarBlock = 512;
 // ---------------------------------------------------------------------------------------
 // Small file helpers.
 
-Status PwriteAll(int fd, const void* data, size_t n, uint64_t offset, const std::string& where) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(offset));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "writing " + where);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-    offset += static_cast<uint64_t>(w);
-  }
-  return Status::Ok();
-}
-
-// Reads up to n bytes; 0 at the end of the file.
-Result<size_t> ReadSome(int fd, void* buf, size_t n, const std::string& where) {
-  while (true) {
-    ssize_t r = ::read(fd, buf, n);
-    if (r >= 0) return static_cast<size_t>(r);
-    if (errno != EINTR) return Status::FromErrno(errno, "reading " + where);
-  }
+template <typename T>
+std::span<const uint8_t> AsBytes(const T& bytes) {
+  return {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()};
 }
 
 Result<UniqueFd> OpenForRead(const std::string& path) {
@@ -435,7 +416,7 @@ class DockerArchiveDestination final : public DockerArchiveWriter {
       uint64_t size = 0;
       DecompressSink sink = [&](const char* data, size_t len) -> Status {
         plain.Update(std::string_view(data, len));
-        RETURN_IF_ERROR(PwriteAll(fd_.get(), data, len, data_end, tmp_path_));
+        RETURN_IF_ERROR(PwriteAll(fd_.get(), AsBytes(std::string_view(data, len)), data_end, tmp_path_));
         data_end += len;
         return Status::Ok();
       };
@@ -464,7 +445,7 @@ class DockerArchiveDestination final : public DockerArchiveWriter {
       }
       uint64_t tar_size = data_end - start - kTarBlock;
       std::string header = TarHeader(diff_id.hex() + ".tar", tar_size);
-      RETURN_IF_ERROR(PwriteAll(fd_.get(), header.data(), header.size(), start, tmp_path_));
+      RETURN_IF_ERROR(PwriteAll(fd_.get(), AsBytes(header), start, tmp_path_));
       RETURN_IF_ERROR(Pad(data_end));
       return Status::Ok();
     }();
@@ -563,7 +544,7 @@ class DockerArchiveDestination final : public DockerArchiveWriter {
     RETURN_IF_ERROR(AppendMember("manifest.json", entries_.dump()));
     if (!repositories_.empty()) RETURN_IF_ERROR(AppendMember("repositories", repositories_.dump()));
     std::string trailer(2 * kTarBlock, '\0');
-    RETURN_IF_ERROR(PwriteAll(fd_.get(), trailer.data(), trailer.size(), end_, tmp_path_));
+    RETURN_IF_ERROR(PwriteAll(fd_.get(), AsBytes(trailer), end_, tmp_path_));
     end_ += trailer.size();
     if (::ftruncate(fd_.get(), static_cast<off_t>(end_)) != 0) {
       return Status::FromErrno(errno, "truncating " + tmp_path_);
@@ -614,13 +595,13 @@ class DockerArchiveDestination final : public DockerArchiveWriter {
     size_t pad = static_cast<size_t>((kTarBlock - data_end % kTarBlock) % kTarBlock);
     if (pad == 0) return Status::Ok();
     std::string zeros(pad, '\0');
-    return PwriteAll(fd_.get(), zeros.data(), pad, data_end, tmp_path_);
+    return PwriteAll(fd_.get(), AsBytes(zeros), data_end, tmp_path_);
   }
 
   Status AppendMember(const std::string& name, const std::string& data) {
     std::string header = TarHeader(name, data.size());
-    RETURN_IF_ERROR(PwriteAll(fd_.get(), header.data(), header.size(), end_, tmp_path_));
-    RETURN_IF_ERROR(PwriteAll(fd_.get(), data.data(), data.size(), end_ + kTarBlock, tmp_path_));
+    RETURN_IF_ERROR(PwriteAll(fd_.get(), AsBytes(header), end_, tmp_path_));
+    RETURN_IF_ERROR(PwriteAll(fd_.get(), AsBytes(data), end_ + kTarBlock, tmp_path_));
     uint64_t data_end = end_ + kTarBlock + data.size();
     RETURN_IF_ERROR(Pad(data_end));
     end_ = (data_end + kTarBlock - 1) / kTarBlock * kTarBlock;

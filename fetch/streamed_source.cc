@@ -32,20 +32,6 @@ Result<UniqueFd> OpenUnnamedFile(const std::string& dir) {
   return UniqueFd(raw);
 }
 
-Status WriteAllAt(int fd, std::span<const uint8_t> data, uint64_t offset) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done,
-                         static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "writing the streamed copy");
-    }
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
 // Fetches [offset, offset + len) of `source` as parts requested together.
 Status FetchWindow(BlobSource& source, uint64_t offset, std::vector<uint8_t>& buf) {
   std::vector<ByteRange> parts;
@@ -113,7 +99,7 @@ void StreamedBlobSource::Run() {
       next = fetch(got_end, std::min(window, size_ - got_end));
     }
     hash.Update(std::span<const uint8_t>(*buf));
-    Status wrote = WriteAllAt(fd_.get(), *buf, offset);
+    Status wrote = PwriteAll(fd_.get(), *buf, offset, "the streamed copy");
     if (!wrote.ok()) {
       LOG(kWarn) << Describe() << ": can't keep the streamed copy (" << wrote.message()
                  << "); reading it from its source instead";
@@ -169,19 +155,10 @@ Result<size_t> StreamedBlobSource::ReadAt(uint64_t offset, std::span<uint8_t> ou
     local = end <= available_;
   }
   if (!local) return inner_->ReadAt(offset, out);
-  const size_t want = static_cast<size_t>(end - offset);
-  size_t done = 0;
-  while (done < want) {
-    ssize_t n = ::pread(fd_.get(), out.data() + done, want - done,
-                        static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "reading the streamed copy of " + Describe());
-    }
-    if (n == 0) return Status::Internal("streamed copy of " + Describe() + " is short");
-    done += static_cast<size_t>(n);
-  }
-  return want;
+  ASSIGN_OR_RETURN(size_t n, PreadFull(fd_.get(), out.first(static_cast<size_t>(end - offset)),
+                                       offset, "the streamed copy of " + Describe()));
+  if (n != end - offset) return Status::Internal("streamed copy of " + Describe() + " is short");
+  return n;
 }
 
 }  // namespace imagefs::fetch

@@ -9,35 +9,18 @@
 #include <mutex>
 #include <vector>
 
+#include "util/file.h"
+
 namespace imagefs::store {
 namespace {
 
 class PreadIo final : public FileIo {
  public:
   Result<size_t> ReadAt(int fd, uint64_t offset, std::span<uint8_t> out) override {
-    size_t done = 0;
-    while (done < out.size()) {
-      ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Status::FromErrno(errno, "pread");
-      }
-      if (n == 0) break;
-      done += static_cast<size_t>(n);
-    }
-    return done;
+    return PreadFull(fd, out, offset, "a chunk file");
   }
   Status WriteAt(int fd, uint64_t offset, std::span<const uint8_t> data) override {
-    size_t done = 0;
-    while (done < data.size()) {
-      ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Status::FromErrno(errno, "pwrite");
-      }
-      done += static_cast<size_t>(n);
-    }
-    return Status::Ok();
+    return PwriteAll(fd, data, offset, "a chunk file");
   }
   const char* name() const override { return "pread"; }
 };

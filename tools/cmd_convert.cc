@@ -207,12 +207,7 @@ int RunConvert(const GlobalOptions& global, const std::vector<std::string>& args
   auto digest = PutConfigAndManifest(**dest, *scratch, config.dump(), new_layers,
                                      ManifestFamily::kOci);
   if (!digest.ok()) return Fail(digest.status());
-  if (dst_ref->transport == fetch::Transport::kDockerArchive) {
-    std::fprintf(stderr,
-                 "note: a docker-archive holds plain tar layers, so %s's layers are not "
-                 "seekable there\n",
-                 dst.c_str());
-  }
+  NoteUnseekableDestination(*dst_ref, dst);
   std::printf("%s\n", digest->c_str());
   return 0;
 }

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdio>
+
 #include <nlohmann/json.hpp>
 
 #include "util/digest.h"
@@ -91,6 +93,14 @@ Result<std::string> PutConfigAndManifest(fetch::ImageDestination& dest,
   raw.digest = Digest::Sha256Of(std::string_view(raw.bytes)).String();
   RETURN_IF_ERROR(dest.PutManifest(raw));
   return raw.digest;
+}
+
+void NoteUnseekableDestination(const fetch::ImageRef& dst_ref, const std::string& dst) {
+  if (dst_ref.transport != fetch::Transport::kDockerArchive) return;
+  std::fprintf(stderr,
+               "note: a docker-archive holds plain tar layers, so %s's layers are not "
+               "seekable there\n",
+               dst.c_str());
 }
 
 }  // namespace imagefs::tools

@@ -44,4 +44,8 @@ Result<std::string> PutConfigAndManifest(fetch::ImageDestination& dest,
                                          const std::vector<fetch::Descriptor>& layers,
                                          ManifestFamily family);
 
+// A docker-archive holds plain tar layers: says on stderr that the seekable layers just
+// written are not seekable in `dst` when it is one.
+void NoteUnseekableDestination(const fetch::ImageRef& dst_ref, const std::string& dst);
+
 }  // namespace imagefs::tools

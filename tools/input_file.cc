@@ -65,14 +65,6 @@ std::string Sniff(const unsigned char* h, size_t n) {
 
 }  // namespace
 
-Result<size_t> ReadSome(int fd, char* buf, size_t n, const std::string& where) {
-  while (true) {
-    ssize_t r = ::read(fd, buf, n);
-    if (r >= 0) return static_cast<size_t>(r);
-    if (errno != EINTR) return Status::FromErrno(errno, "reading " + where);
-  }
-}
-
 Result<PlainInput> OpenPlainInput(const std::string& source, const std::string& scratch_dir,
                                   bool allow_url) {
   std::string path = source;

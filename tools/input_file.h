@@ -19,8 +19,6 @@ struct PlainInput {
   uint64_t size = 0;        // of the plain bytes
 };
 
-// read(2) with EINTR retried: up to n bytes, 0 at the end. Errors name `where`.
-Result<size_t> ReadSome(int fd, char* buf, size_t n, const std::string& where);
 
 // `source` is a file path, "-" or (when allow_url) an http:// or https:// URL. Spooled,
 // downloaded and decompressed copies go into scratch_dir (which the caller removes).

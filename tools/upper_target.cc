@@ -8,22 +8,12 @@
 
 #include "fs/session.h"
 #include "tools/containers.h"
+#include "tools/mount.h"
 #include "tools/mount_table.h"
 #include "util/file.h"
 
 namespace imagefs::tools {
 namespace {
-
-// The absolute, resolved form of path (as the mount table records mountpoints), or path
-// made absolute when it cannot be resolved.
-std::string Absolute(const std::string& path) {
-  char resolved[PATH_MAX];
-  if (::realpath(path.c_str(), resolved) != nullptr) return resolved;
-  if (!path.empty() && path[0] == '/') return path;
-  char cwd[PATH_MAX];
-  if (::getcwd(cwd, sizeof cwd) == nullptr) return path;
-  return std::string(cwd) + "/" + path;
-}
 
 // The image an upper dir was made over, from <upper>.work/origin.json.
 Result<UpperTarget> ReadOrigin(const std::string& command, const std::string& upper) {
@@ -85,7 +75,7 @@ Result<UpperTarget> Resolve(const GlobalOptions& global, const std::string& comm
     if (!container.status().IsNotFound()) return container.status().WithContext(command);
   }
   // A live mount (checked before stat: a dead FUSE mountpoint cannot be stat'ed).
-  const std::string abs = Absolute(target);
+  const std::string abs = AbsolutePath(target);
   ASSIGN_OR_RETURN(auto mounts, LiveMounts(global.root));
   for (const MountRecord& m : mounts) {
     if (m.mountpoint != abs) continue;

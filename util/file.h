@@ -2,6 +2,8 @@
 
 // Small filesystem helpers. All return errors as values naming the path.
 
+#include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -14,6 +16,13 @@ Result<std::string> ReadFile(const std::string& path);
 // path, so readers see either the old or the whole new file. Creates parent dirs.
 // Writes all of data to fd (retrying short writes and EINTR); errors say "writing <what>".
 Status WriteAll(int fd, std::string_view data, const std::string& what);
+// Reads up to n bytes from fd's position (retrying EINTR); 0 at the end of the file.
+Result<size_t> ReadSome(int fd, void* buf, size_t n, const std::string& what);
+// Reads at offset until out is full or the file ends (retrying short reads and EINTR);
+// returns the count.
+Result<size_t> PreadFull(int fd, std::span<uint8_t> out, uint64_t offset, const std::string& what);
+// Writes all of data at offset (retrying short writes and EINTR).
+Status PwriteAll(int fd, std::span<const uint8_t> data, uint64_t offset, const std::string& what);
 Status WriteFileAtomic(const std::string& path, std::string_view data, int mode = 0644);
 // mkdir -p.
 Status MakeDirs(const std::string& path, int mode = 0755);
