@@ -9,20 +9,18 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include "tests/e2e/imagefs_runner.h"
+#include "tests/e2e/oracle.h"
 #include "tests/testing/images.h"
 #include "tests/testing/registry.h"
 #include "util/file.h"
 
 namespace imagefs::testing {
 namespace {
-
-using Json = nlohmann::json;
 
 // One image in the registry, in one layer format, and its oracle tree.
 struct Variant {
@@ -33,15 +31,11 @@ struct Variant {
   uint64_t layer_bytes = 0;  // of the largest layer
 };
 
-class LsCatTest : public ::testing::Test {
+class LsCatTest : public RegistrySuite {
  protected:
   static void SetUpTestSuite() {
-    auto reg = TestRegistry::Start(RegistryFlavor::kPlain);
-    ASSERT_TRUE(reg.ok()) << reg.status().message();
-    registry_ = reg->release();
-    auto dir = MakeTempDir("/tmp", "ls-cat-test-");
-    ASSERT_TRUE(dir.ok());
-    dir_ = new std::string(*dir);
+    StartRegistrySuite("ls-cat-test-");
+    if (HasFatalFailure()) return;
     variants_ = new std::vector<Variant>;
     for (const std::string name : {"busybox", "bigfile"}) {
       auto image = TestImage(name);
@@ -61,11 +55,8 @@ class LsCatTest : public ::testing::Test {
         auto r = registry_->RunSkopeo(copy);
         ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->Describe() : "");
         v.ref = registry_->host() + "/t/" + name + ":" + tag;
-        std::vector<std::string> push = {"copy", "--quiet"};
-        for (const auto& f : registry_->skopeo_dest_flags()) push.push_back(f);
-        push.insert(push.end(), {"dir:" + dirout, "docker://" + v.ref});
-        r = registry_->RunSkopeo(push);
-        ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->Describe() : "");
+        PushDir(dirout, v.ref);
+        if (HasFatalFailure()) return;
         // The oracle: skopeo's dir: holds the layers by hex digest; apply them with tar.
         v.layer_bytes = LargestLayer(dirout, &v.oracle);
         variants_->push_back(v);
@@ -77,10 +68,8 @@ class LsCatTest : public ::testing::Test {
         v.name = name;
         v.format = "imagefs " + format;
         v.ref = registry_->host() + "/t/" + name + ":imagefs-" + format;
-        ProcessResult r = RunImagefs({"--root", *dir_ + "/convert-root", "convert", "--format",
-                                      format, "oci:" + *image, "docker://" + v.ref},
-                                     registry_->client_env());
-        ASSERT_EQ(r.exit_code, 0) << r.Describe();
+        Convert(format, "oci:" + *image, v.ref);
+        if (HasFatalFailure()) return;
         const std::string dirout = *dir_ + "/" + name + "-imagefs-" + format;
         auto c = registry_->RunSkopeo({"copy", "--quiet", "--src-tls-verify=false",
                                        "docker://" + v.ref, "dir:" + dirout});
@@ -95,42 +84,21 @@ class LsCatTest : public ::testing::Test {
   // The size of the largest layer in a skopeo dir: copy; with `oracle`, also applies the
   // layers with standard tools into dir + "-oracle".
   static uint64_t LargestLayer(const std::string& dirout, std::string* oracle) {
-    auto manifest = ReadFile(dirout + "/manifest.json");
-    EXPECT_TRUE(manifest.ok());
-    if (!manifest.ok()) return 0;
-    Json m = Json::parse(*manifest);
-    std::string args;
     uint64_t largest = 0;
-    for (const Json& l : m["layers"]) {
-      const std::string hex = l["digest"].get<std::string>().substr(7);
-      args += " " + dirout + "/" + hex;
-      largest = std::max<uint64_t>(largest, l["size"].get<uint64_t>());
-    }
-    if (oracle != nullptr) {
-      *oracle = dirout + "-oracle";
-      Shell(std::string(IMAGEFS_SOURCE_DIR) + "/tests/testing/apply-layers " + *oracle + args);
-    }
+    if (oracle != nullptr) *oracle = dirout + "-oracle";
+    ApplyDirLayers(dirout, oracle != nullptr ? *oracle : "", &largest);
     return largest;
   }
   static void TearDownTestSuite() {
-    delete registry_;
-    registry_ = nullptr;
-    if (dir_ != nullptr) (void)RemoveAll(*dir_);
-    delete dir_;
     delete variants_;
+    variants_ = nullptr;
+    RegistrySuite::TearDownTestSuite();
   }
 
   void SetUp() override {
-    ASSERT_NE(registry_, nullptr);
+    RegistrySuite::SetUp();
+    if (HasFatalFailure()) return;
     ASSERT_EQ(variants_->size(), 8u);
-    auto root = MakeTempDir(*dir_, "root-");
-    ASSERT_TRUE(root.ok());
-    root_ = *root;
-  }
-
-  ProcessResult Imagefs(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--root", root_});
-    return RunImagefs(args, registry_->client_env());
   }
 
   const Variant& Find(const std::string& name, const std::string& format) {
@@ -141,15 +109,8 @@ class LsCatTest : public ::testing::Test {
     return variants_->front();
   }
 
-  static TestRegistry* registry_;
-  static std::string* dir_;
-  static std::vector<Variant>* variants_;
-  std::string root_;
+  inline static std::vector<Variant>* variants_ = nullptr;
 };
-
-TestRegistry* LsCatTest::registry_ = nullptr;
-std::string* LsCatTest::dir_ = nullptr;
-std::vector<Variant>* LsCatTest::variants_ = nullptr;
 
 TEST_F(LsCatTest, RecursiveLsListsExactlyTheOracleTree) {
   for (const Variant& v : *variants_) {

@@ -27,6 +27,7 @@
 
 #include "tests/e2e/imagefs_runner.h"
 #include "tests/e2e/mounts.h"
+#include "tests/e2e/oracle.h"
 #include "tests/testing/images.h"
 #include "tests/testing/registry.h"
 #include "util/file.h"
@@ -82,22 +83,15 @@ std::string Sha256Hex(const std::string& bytes, const std::string& dir) {
   return out;
 }
 
-class MountFaultsTest : public ::testing::Test {
+class MountFaultsTest : public RegistrySuite {
  protected:
   static void SetUpTestSuite() {
-    auto reg = TestRegistry::Start(RegistryFlavor::kPlain);
-    ASSERT_TRUE(reg.ok()) << reg.status().message();
-    registry_ = reg->release();
-    auto dir = MakeTempDir("/tmp", "mount-faults-test-");
-    ASSERT_TRUE(dir.ok());
-    dir_ = new std::string(*dir);
+    StartRegistrySuite("mount-faults-test-");
+    if (HasFatalFailure()) return;
     auto image = TestImage("busybox");
     ASSERT_TRUE(image.ok()) << image.status().message();
     ref_ = new std::string(registry_->host() + "/t/busybox:zc");
-    ProcessResult r = RunImagefs({"--root", *dir_ + "/convert-root", "convert", "--format",
-                                  "zstd-chunked", "oci:" + *image, "docker://" + *ref_},
-                                 registry_->client_env());
-    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    Convert("zstd-chunked", "oci:" + *image, *ref_);
     // data/big.bin as scripts/build-test-images makes it.
     big_sha_ = new std::string(Shell(
         "head -c $((20 << 20)) /dev/zero | openssl enc -aes-128-ctr -nosalt -K "
@@ -105,24 +99,11 @@ class MountFaultsTest : public ::testing::Test {
         "sha256sum | cut -c1-64"));
   }
   static void TearDownTestSuite() {
-    delete registry_;
-    registry_ = nullptr;
-    if (dir_ != nullptr) (void)RemoveAll(*dir_);
-    delete dir_;
     delete ref_;
+    ref_ = nullptr;
     delete big_sha_;
-  }
-
-  void SetUp() override {
-    ASSERT_NE(registry_, nullptr);
-    auto root = MakeTempDir(*dir_, "root-");
-    ASSERT_TRUE(root.ok());
-    root_ = *root;
-  }
-
-  ProcessResult Imagefs(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--root", root_});
-    return RunImagefs(args, registry_->client_env());
+    big_sha_ = nullptr;
+    RegistrySuite::TearDownTestSuite();
   }
 
   std::string NewDir(const std::string& prefix) {
@@ -155,17 +136,9 @@ class MountFaultsTest : public ::testing::Test {
     return best;
   }
 
-  static TestRegistry* registry_;
-  static std::string* dir_;
-  static std::string* ref_;
-  static std::string* big_sha_;
-  std::string root_;
+  inline static std::string* ref_ = nullptr;
+  inline static std::string* big_sha_ = nullptr;
 };
-
-TestRegistry* MountFaultsTest::registry_ = nullptr;
-std::string* MountFaultsTest::dir_ = nullptr;
-std::string* MountFaultsTest::ref_ = nullptr;
-std::string* MountFaultsTest::big_sha_ = nullptr;
 
 TEST_F(MountFaultsTest, ReadsFailWithinTheFetchTimeoutWhileTheRegistryIsGoneThenRecover) {
   ScopedMount mnt(NewDir("mnt-"));

@@ -26,6 +26,7 @@
 
 #include "tests/e2e/imagefs_runner.h"
 #include "tests/e2e/mounts.h"
+#include "tests/e2e/oracle.h"
 #include "tests/testing/images.h"
 #include "tests/testing/registry.h"
 #include "util/file.h"
@@ -33,7 +34,6 @@
 namespace imagefs::testing {
 namespace {
 
-using Json = nlohmann::json;
 
 // The mountinfo line's fields for `mountpoint`, or "" when nothing is mounted there.
 std::string MountInfo(const std::string& mountpoint) {
@@ -78,80 +78,42 @@ struct Variant {
   std::string ref;
 };
 
-class MountTest : public ::testing::Test {
+class MountTest : public BusyboxOracleTest {
  protected:
   static void SetUpTestSuite() {
-    auto reg = TestRegistry::Start(RegistryFlavor::kPlain);
-    ASSERT_TRUE(reg.ok()) << reg.status().message();
-    registry_ = reg->release();
-    auto dir = MakeTempDir("/tmp", "mount-test-");
-    ASSERT_TRUE(dir.ok());
-    dir_ = new std::string(*dir);
+    StartBusyboxSuite("mount-test-");
+    if (HasFatalFailure()) return;
     variants_ = new std::vector<Variant>;
     auto image = TestImage("busybox");
     ASSERT_TRUE(image.ok()) << image.status().message();
 
-    Variant gzip{"gzip", registry_->host() + "/t/busybox:gzip"};
-    ASSERT_TRUE(PushImage(*registry_, *image, "t/busybox:gzip", false).ok());
-    variants_->push_back(gzip);
+    variants_->push_back(Variant{"gzip", *busybox_});
     for (const std::string format : {"zstd-chunked", "estargz"}) {
       Variant v{"imagefs " + format, registry_->host() + "/t/busybox:imagefs-" + format};
-      ProcessResult r = RunImagefs({"--root", *dir_ + "/convert-root", "convert", "--format",
-                                    format, "oci:" + *image, "docker://" + v.ref},
-                                   registry_->client_env());
-      ASSERT_EQ(r.exit_code, 0) << r.Describe();
+      Convert(format, "oci:" + *image, v.ref);
+      if (HasFatalFailure()) return;
       variants_->push_back(v);
     }
     // skopeo's zstd:chunked (through dir:, as MACHINE-NOTES says), pushed as is.
-    {
-      Variant v{"zstd:chunked", registry_->host() + "/t/busybox:zstd-chunked"};
-      const std::string zdir = *dir_ + "/busybox-zstd-chunked";
-      auto c = registry_->RunSkopeo({"copy", "--quiet", "--dest-compress",
-                                     "--dest-compress-format", "zstd:chunked", "oci:" + *image,
-                                     "dir:" + zdir});
-      ASSERT_TRUE(c.ok() && c->exit_code == 0) << (c.ok() ? c->Describe() : "");
-      std::vector<std::string> push = {"copy", "--quiet"};
-      for (const auto& f : registry_->skopeo_dest_flags()) push.push_back(f);
-      push.insert(push.end(), {"dir:" + zdir, "docker://" + v.ref});
-      c = registry_->RunSkopeo(push);
-      ASSERT_TRUE(c.ok() && c->exit_code == 0) << (c.ok() ? c->Describe() : "");
-      variants_->push_back(v);
-    }
-
-    // The oracle: skopeo's dir: holds the layers by digest; apply them with GNU tar.
-    const std::string dirout = *dir_ + "/busybox-dir";
-    auto c = registry_->RunSkopeo({"copy", "--quiet", "oci:" + *image, "dir:" + dirout});
+    Variant v{"zstd:chunked", registry_->host() + "/t/busybox:zstd-chunked"};
+    const std::string zdir = *dir_ + "/busybox-zstd-chunked";
+    auto c = registry_->RunSkopeo({"copy", "--quiet", "--dest-compress", "--dest-compress-format",
+                                   "zstd:chunked", "oci:" + *image, "dir:" + zdir});
     ASSERT_TRUE(c.ok() && c->exit_code == 0) << (c.ok() ? c->Describe() : "");
-    auto manifest = ReadFile(dirout + "/manifest.json");
-    ASSERT_TRUE(manifest.ok());
-    std::string args;
-    const Json parsed = Json::parse(*manifest);
-    for (const Json& l : parsed["layers"]) {
-      args += " " + dirout + "/" + l["digest"].get<std::string>().substr(7);
-    }
-    oracle_ = new std::string(*dir_ + "/oracle");
-    Shell(std::string(IMAGEFS_SOURCE_DIR) + "/tests/testing/apply-layers " + *oracle_ + args);
+    PushDir(zdir, v.ref);
+    if (HasFatalFailure()) return;
+    variants_->push_back(v);
   }
   static void TearDownTestSuite() {
-    delete registry_;
-    registry_ = nullptr;
-    if (dir_ != nullptr) (void)RemoveAll(*dir_);
-    delete dir_;
     delete variants_;
-    delete oracle_;
+    variants_ = nullptr;
+    BusyboxOracleTest::TearDownTestSuite();
   }
 
   void SetUp() override {
-    ASSERT_NE(registry_, nullptr);
+    BusyboxOracleTest::SetUp();
+    if (HasFatalFailure()) return;
     ASSERT_EQ(variants_->size(), 4u);
-    auto root = MakeTempDir(*dir_, "root-");
-    ASSERT_TRUE(root.ok());
-    root_ = *root;
-  }
-
-  ProcessResult Imagefs(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--root", root_});
-    return RunImagefs(args, registry_->client_env());
   }
 
   // A fresh empty directory to mount on.
@@ -210,17 +172,8 @@ class MountTest : public ::testing::Test {
     EXPECT_GE(hard_links, 1);
   }
 
-  static TestRegistry* registry_;
-  static std::string* dir_;
-  static std::string* oracle_;
-  static std::vector<Variant>* variants_;
-  std::string root_;
+  inline static std::vector<Variant>* variants_ = nullptr;
 };
-
-TestRegistry* MountTest::registry_ = nullptr;
-std::string* MountTest::dir_ = nullptr;
-std::string* MountTest::oracle_ = nullptr;
-std::vector<Variant>* MountTest::variants_ = nullptr;
 
 TEST_F(MountTest, MountedTreeOfEachFormatEqualsTheOracle) {
   for (const Variant& v : *variants_) {

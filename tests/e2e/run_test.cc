@@ -16,6 +16,7 @@
 
 #include "tests/e2e/imagefs_runner.h"
 #include "tests/e2e/mounts.h"
+#include "tests/e2e/oracle.h"
 #include "tests/testing/images.h"
 #include "tests/testing/process.h"
 #include "tests/testing/registry.h"
@@ -37,35 +38,23 @@ std::vector<std::string> ListNames(const std::string& dir) {
   return out;
 }
 
-class RunTest : public ::testing::Test {
+class RunTest : public RegistrySuite {
  protected:
   static void SetUpTestSuite() {
     if (::geteuid() != 0) return;
-    auto reg = TestRegistry::Start(RegistryFlavor::kPlain);
-    ASSERT_TRUE(reg.ok()) << reg.status().message();
-    registry_ = reg->release();
-    auto dir = MakeTempDir("/tmp", "run-test-");
-    ASSERT_TRUE(dir.ok());
-    dir_ = new std::string(*dir);
-    auto image = TestImage("busybox");
-    ASSERT_TRUE(image.ok()) << image.status().message();
-    ref_ = new std::string(registry_->host() + "/t/busybox:gzip");
-    ASSERT_TRUE(PushImage(*registry_, *image, "t/busybox:gzip", false).ok());
+    StartRegistrySuite("run-test-");
+    if (HasFatalFailure()) return;
+    ref_ = new std::string(PushBusybox("t/busybox:gzip"));
   }
   static void TearDownTestSuite() {
-    delete registry_;
-    registry_ = nullptr;
-    if (dir_ != nullptr) (void)RemoveAll(*dir_);
-    delete dir_;
     delete ref_;
+    ref_ = nullptr;
+    RegistrySuite::TearDownTestSuite();
   }
 
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "runc needs root";
-    ASSERT_NE(registry_, nullptr);
-    auto d = MakeTempDir(*dir_, "case-");
-    ASSERT_TRUE(d.ok());
-    root_ = *d + "/root";
+    RegistrySuite::SetUp();
   }
 
   void TearDown() override {
@@ -91,15 +80,8 @@ class RunTest : public ::testing::Test {
     return RunImagefs(args, env, stdin_text, std::chrono::seconds(60));
   }
 
-  static TestRegistry* registry_;
-  static std::string* dir_;
-  static std::string* ref_;
-  std::string root_;
+  inline static std::string* ref_ = nullptr;
 };
-
-TestRegistry* RunTest::registry_ = nullptr;
-std::string* RunTest::dir_ = nullptr;
-std::string* RunTest::ref_ = nullptr;
 
 TEST_F(RunTest, RunsCommandsWithDockersArgsEnvWorkdirUserAndExitCodes) {
   ProcessResult r = Imagefs({"run", "--rm", *ref_, "echo", "hello"});

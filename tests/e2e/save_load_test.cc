@@ -13,6 +13,7 @@
 
 #include "tests/e2e/imagefs_runner.h"
 #include "tests/e2e/mounts.h"
+#include "tests/e2e/oracle.h"
 #include "tests/testing/images.h"
 #include "tests/testing/registry.h"
 #include "util/file.h"
@@ -36,22 +37,15 @@ with open(sys.argv[1], 'r+b') as f:
     f.write(bytes([b[0] ^ 0xff]))
 )PY";
 
-class SaveLoadTest : public ::testing::Test {
+class SaveLoadTest : public RegistrySuite {
  protected:
   static void SetUpTestSuite() {
-    auto reg = TestRegistry::Start(RegistryFlavor::kPlain);
-    ASSERT_TRUE(reg.ok()) << reg.status().message();
-    registry_ = reg->release();
-    auto dir = MakeTempDir("/tmp", "save-load-test-");
-    ASSERT_TRUE(dir.ok());
-    dir_ = new std::string(*dir);
-    auto image = TestImage("busybox");
-    ASSERT_TRUE(image.ok()) << image.status().message();
+    StartRegistrySuite("save-load-test-");
+    if (HasFatalFailure()) return;
     const std::string host = registry_->host();
-    busybox_ = new std::string(host + "/t/busybox:gzip");
+    busybox_ = new std::string(PushBusybox("t/busybox:gzip"));
     busybox2_ = new std::string(host + "/t/busybox:v2");
     child_ = new std::string(host + "/t/child:1");
-    ASSERT_TRUE(PushImage(*registry_, *image, "t/busybox:gzip", false).ok());
     // The child: busybox's layers plus one zstd:chunked layer holding /child.txt.
     const std::string root = *dir_ + "/origin";
     Shell("mkdir -p " + *dir_ + "/upper && echo child > " + *dir_ + "/upper/child.txt");
@@ -68,15 +62,14 @@ class SaveLoadTest : public ::testing::Test {
     ASSERT_TRUE(WriteFileAtomic(*dir_ + "/corrupt.py", kCorrupt).ok());
   }
   static void TearDownTestSuite() {
-    delete registry_;
-    registry_ = nullptr;
-    if (dir_ != nullptr) (void)RemoveAll(*dir_);
-    delete dir_;
     delete busybox_;
+    busybox_ = nullptr;
     delete busybox2_;
+    busybox2_ = nullptr;
     delete child_;
+    child_ = nullptr;
+    RegistrySuite::TearDownTestSuite();
   }
-  void SetUp() override { ASSERT_NE(registry_, nullptr); }
 
   // imagefs --root DIR/ROOT ARGS...
   ProcessResult In(const std::string& root, std::vector<std::string> args) {
@@ -108,18 +101,11 @@ class SaveLoadTest : public ::testing::Test {
     return In(root, {"images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"}).stdout_text;
   }
 
-  static TestRegistry* registry_;
-  static std::string* dir_;
-  static std::string* busybox_;
-  static std::string* busybox2_;
-  static std::string* child_;
+  inline static std::string* busybox_ = nullptr;
+  inline static std::string* busybox2_ = nullptr;
+  inline static std::string* child_ = nullptr;
 };
 
-TestRegistry* SaveLoadTest::registry_ = nullptr;
-std::string* SaveLoadTest::dir_ = nullptr;
-std::string* SaveLoadTest::busybox_ = nullptr;
-std::string* SaveLoadTest::busybox2_ = nullptr;
-std::string* SaveLoadTest::child_ = nullptr;
 
 TEST_F(SaveLoadTest, SavedArchiveHoldsBothImagesWithSharedLayersOnceAndSkopeoReadsIt) {
   const std::string archive = *dir_ + "/a.tar";
