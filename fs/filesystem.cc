@@ -328,7 +328,7 @@ void Filesystem::MaybeFree(Node* n) {
       auto st = StatFd(n->upper.get());
       if (!st.ok() || st->st_nlink == 0) upper_inos_.erase(n->upper_key);
     }
-    if (n->in_lru) fd_lru_.erase(n->lru_pos);
+    if (n->in_lru) LruOf(n).erase(n->lru_pos);
     const Ino parent = n->kept_parent;
     nodes_.erase(n->ino);
     n = nullptr;
@@ -338,22 +338,32 @@ void Filesystem::MaybeFree(Node* n) {
 
 // ---- the upper fd cache ---------------------------------------------------------------
 
+std::list<Filesystem::Node*>& Filesystem::LruOf(const Node* n) {
+  return n->type == S_IFDIR ? dir_lru_ : file_lru_;
+}
+
+size_t Filesystem::CachedUpperFds() const { return dir_lru_.size() + file_lru_.size(); }
+
 void Filesystem::CacheUpperFd(Node* n, UniqueFd fd) {
   n->upper = std::move(fd);
   if (n->held) return;
+  std::list<Node*>& lru = LruOf(n);
   if (n->in_lru) {
-    fd_lru_.splice(fd_lru_.begin(), fd_lru_, n->lru_pos);
+    lru.splice(lru.begin(), lru, n->lru_pos);
   } else {
-    fd_lru_.push_front(n);
-    n->lru_pos = fd_lru_.begin();
+    lru.push_front(n);
+    n->lru_pos = lru.begin();
     n->in_lru = true;
   }
 }
 
 void Filesystem::TrimUpperFds() {
-  while (fd_lru_.size() > fd_cache_max_) {
-    Node* n = fd_lru_.back();
-    fd_lru_.pop_back();
+  // Files go first: every reopen walks through directories, and a file whose directory is
+  // cached is one openat away.
+  while (CachedUpperFds() > fd_cache_max_) {
+    std::list<Node*>& lru = file_lru_.empty() ? dir_lru_ : file_lru_;
+    Node* n = lru.back();
+    lru.pop_back();
     n->in_lru = false;
     n->upper.Reset();
   }
@@ -361,7 +371,7 @@ void Filesystem::TrimUpperFds() {
 
 Result<int> Filesystem::UpperFd(Node* n) {
   if (n->upper.valid()) {
-    if (n->in_lru) fd_lru_.splice(fd_lru_.begin(), fd_lru_, n->lru_pos);
+    if (n->in_lru) LruOf(n).splice(LruOf(n).begin(), LruOf(n), n->lru_pos);
     return n->upper.get();
   }
   if (!n->in_upper) return Status::Internal(InoText(n->ino) + " is not in the upper dir");
@@ -391,7 +401,7 @@ Result<int> Filesystem::UpperFd(Node* n) {
     if (std::pair<dev_t, ino_t>{st.st_dev, st.st_ino} != c->upper_key) {
       return Status::FromErrno(ESTALE, "upper entry " + c->name + " is no longer " + InoText(c->ino));
     }
-    if (i == 0 || fd_lru_.size() < fd_cache_max_) {
+    if (i == 0 || dir_lru_.size() < fd_cache_max_) {  // (ancestors are directories)
       CacheUpperFd(c, std::move(fd));
       dirfd = c->upper.get();
       passing.Reset();
@@ -429,7 +439,7 @@ Status Filesystem::HoldForRemoval(Node* n, const Node* dir, std::string_view nam
   if (!n->in_upper || n->held || n->parent != dir->ino || n->name != name) return Status::Ok();
   RETURN_IF_ERROR(UpperFd(n).status());
   if (n->in_lru) {
-    fd_lru_.erase(n->lru_pos);
+    LruOf(n).erase(n->lru_pos);
     n->in_lru = false;
   }
   n->held = true;

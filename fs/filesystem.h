@@ -231,9 +231,10 @@ class Filesystem {
   // root's extended attribute kNodesXattr (never listed): tests/e2e/stress_test checks
   // that the count returns to its baseline once the kernel forgets everything.
   size_t NodeCount() const;
-  // The upper-node fd cache's bound (default: a quarter of RLIMIT_NOFILE, 16..4096) and the
-  // fds held on upper nodes now (root and nameless nodes included). Tests: bound 0 drops
-  // every fd that can be reopened as soon as each call returns.
+  // The upper-node fd cache's bound (default: a quarter of RLIMIT_NOFILE, 16..4096; files
+  // are dropped before directories, which reopens walk through) and the fds held on upper
+  // nodes now (root and nameless nodes included). Tests: bound 0 drops every fd that can
+  // be reopened as soon as each call returns.
   void SetUpperFdCache(size_t max_fds);
   size_t UpperFdCount() const;
   const index::MergedView& view() const { return view_; }
@@ -262,6 +263,8 @@ class Filesystem {
   Result<int> UpperFd(Node* n);
   void CacheUpperFd(Node* n, UniqueFd fd);
   void TrimUpperFds();
+  std::list<Node*>& LruOf(const Node* n);
+  size_t CachedUpperFds() const;
   // Where an upper node is reached (its parent is kept in the table while it is).
   void SetName(Node* n, Ino parent, std::string_view name);
   void KeepParent(Node* n);
@@ -305,7 +308,8 @@ class Filesystem {
   std::map<std::pair<dev_t, ino_t>, Ino> upper_inos_;  // upper inode -> our number
   // A lower node copied up through one name: the number its other (lower) names show.
   std::unordered_map<Ino, Ino> lower_aliases_;
-  std::list<Node*> fd_lru_;  // upper nodes whose fd may be dropped, most recent first
+  // Upper nodes whose fd may be dropped, most recent first (files are dropped first).
+  std::list<Node*> dir_lru_, file_lru_;
   size_t fd_cache_max_ = 4096;
   std::vector<Ino> unkept_;  // nodes that lost a kid or a name in this call: MaybeFree at its end
   Ino next_ino_ = 0;

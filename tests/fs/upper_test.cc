@@ -749,6 +749,28 @@ TEST_F(UpperTest, ConcurrentCallsShareASmallFdCache) {
   EXPECT_EQ(*ReadFile(upper_ + "/t3/g42"), "3042");
 }
 
+TEST_F(UpperTest, TheFdCacheDropsFilesBeforeDirectories) {
+  fs_->SetUpperFdCache(1);
+  auto d = fs_->Mkdir(kRootIno, "d", 0755, caller_);
+  ASSERT_TRUE(d.ok());
+  std::vector<Ino> files;
+  for (int i = 0; i < 3; ++i) {
+    auto c = fs_->Create(d->ino, "f" + std::to_string(i), 0644, O_CREAT | O_WRONLY, caller_);
+    ASSERT_TRUE(c.ok());
+    fs_->Release(std::move(c->handle));
+    files.push_back(c->entry.ino);
+  }
+  ASSERT_TRUE(fs_->GetAttr(files[2]).ok());  // the most recent use: a file
+  EXPECT_EQ(fs_->UpperFdCount(), 2u) << "the root and one cached";
+  // The cached one is the directory: a file reopens from its fd, not from the name "d"
+  // (moved behind the mount's back here, which only a dropped directory fd would notice).
+  ASSERT_EQ(::rename((upper_ + "/d").c_str(), (upper_ + "/elsewhere").c_str()), 0);
+  for (Ino f : files) {
+    auto st = fs_->GetAttr(f);
+    EXPECT_TRUE(st.ok()) << st.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace upper_test
 }  // namespace imagefs::fs
