@@ -413,6 +413,15 @@ Result<int> Filesystem::UpperFd(Node* n) {
   return n->upper.get();
 }
 
+bool Filesystem::StatByName(Node* n, struct stat* st) {
+  if (n->upper.valid() || n->nameless || n->parent == 0 || n->parent == n->ino) return false;
+  Node* parent = Find(n->parent);
+  if (parent == nullptr || !parent->upper.valid()) return false;
+  auto dirfd = UpperFd(parent);  // it has one: this marks it used
+  if (!dirfd.ok() || ::fstatat(*dirfd, n->name.c_str(), st, AT_SYMLINK_NOFOLLOW) != 0) return false;
+  return std::pair<dev_t, ino_t>{st->st_dev, st->st_ino} == n->upper_key;
+}
+
 void Filesystem::KeepParent(Node* n) {
   Ino want = n->in_upper && !n->nameless && n->parent != n->ino ? n->parent : 0;
   if (want != 0 && Find(want) == nullptr) want = 0;
@@ -583,8 +592,11 @@ Result<struct stat> Filesystem::StatNode(Node* n) {
     return st;
   }
   if (n->in_upper) {
-    ASSIGN_OR_RETURN(int fd, UpperFd(n));
-    ASSIGN_OR_RETURN(struct stat st, StatFd(fd));
+    struct stat st;
+    if (!StatByName(n, &st)) {
+      ASSIGN_OR_RETURN(int fd, UpperFd(n));
+      ASSIGN_OR_RETURN(st, StatFd(fd));
+    }
     st.st_ino = n->ino;
     if (S_ISDIR(st.st_mode) && n->lower != 0) st.st_nlink = 1;  // merged, as overlayfs
     return st;

@@ -262,6 +262,9 @@ class Filesystem {
   // leads to the node's inode.
   Result<int> UpperFd(Node* n);
   void CacheUpperFd(Node* n, UniqueFd fd);
+  // fstatat of a node without an fd by its name in its parent's cached fd (what StatNode
+  // does first: a listing's attributes open nothing); false when that does not answer.
+  bool StatByName(Node* n, struct stat* st);
   void TrimUpperFds();
   std::list<Node*>& LruOf(const Node* n);
   size_t CachedUpperFds() const;
