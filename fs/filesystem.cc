@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -128,14 +129,54 @@ struct Filesystem::Node {
   // the lower directory merged under it (0: upper-only or opaque).
   Ino lower = 0;
   uint32_t type = 0;  // S_IFMT bits
-  UniqueFd upper;     // O_PATH on the upper entry; invalid while served by the lower tree
+  bool in_upper = false;  // served by the upper dir (upper_key is its inode)
   std::pair<dev_t, ino_t> upper_key{0, 0};
-  Ino parent = 0;     // a directory holding this node as `name` (copy-up goes there)
+  // O_PATH on the upper entry, or invalid (dropped: Filesystem::UpperFd reopens it). Kept
+  // out of the cache's LRU (never dropped) while `held`.
+  UniqueFd upper;
+  bool held = false;
+  bool nameless = false;  // in the upper dir, but no name of it is known (held)
+  // A nameless node whose inode is gone (nlink 0) and that nobody has open: its last
+  // attributes answer, and it holds no fd.
+  bool gone = false;
+  struct stat gone_attr {};
+  bool in_lru = false;
+  std::list<Node*>::iterator lru_pos;
+  // A directory holding this node as `name` (copy-up goes there; an upper node's fd is
+  // reopened from there). kept_parent: the parent whose `kids` count this node.
+  Ino parent = 0;
   std::string name;
+  Ino kept_parent = 0;
+  uint64_t kids = 0;  // upper nodes naming this one as parent: it stays in the table
   uint64_t nlookup = 0;     // the kernel's references
-  uint64_t pins = 0;        // open file and directory handles
+  uint64_t pins = 0;        // open file handles (and a copy-up staging its bytes)
+  uint64_t listed = 0;      // open directory handles listing it (their items' numbers)
   uint32_t lower_unlinked = 0;  // names of a lower-only node removed since the mount
   std::string staged;  // work-dir file holding this lower file's bytes (StageCopyUp)
+};
+
+// mu_ for one call. Leaving, it frees the nodes the call left unreferenced and then drops
+// the cache's fds beyond its bound: an fd UpperFd handed out stays open for the whole call.
+class Filesystem::TableLock {
+ public:
+  explicit TableLock(Filesystem* fs) : fs_(fs) { fs_->mu_.lock(); }
+  ~TableLock() { Unlock(); }
+  TableLock(const TableLock&) = delete;
+  TableLock& operator=(const TableLock&) = delete;
+  void Unlock() {
+    if (fs_ == nullptr) return;
+    while (!fs_->unkept_.empty()) {
+      const Ino ino = fs_->unkept_.back();
+      fs_->unkept_.pop_back();
+      fs_->MaybeFree(fs_->Find(ino));
+    }
+    fs_->TrimUpperFds();
+    fs_->mu_.unlock();
+    fs_ = nullptr;
+  }
+
+ private:
+  Filesystem* fs_;
 };
 
 Filesystem::Filesystem(const index::MergedView& view) : Filesystem(view, true) {}
@@ -202,7 +243,13 @@ Result<std::unique_ptr<Filesystem>> Filesystem::OpenWritable(const index::Merged
   Node* root = fs->nodes_[kRootIno].get();
   if (HasOpaqueXattr(fs->upper_root_.get(), "")) root->lower = 0;
   UniqueFd rootfd(::fcntl(fs->upper_root_.get(), F_DUPFD_CLOEXEC, 0));
+  root->held = true;
   fs->Attach(root, std::move(rootfd), ust);
+  // The cache leaves most of the fd limit to open files, the store and libfuse.
+  struct rlimit lim;
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
+    fs->fd_cache_max_ = std::clamp<size_t>(lim.rlim_cur / 4, 16, 4096);
+  }
   return fs;
 }
 
@@ -226,6 +273,18 @@ size_t Filesystem::NodeCount() const {
   return nodes_.size();
 }
 
+void Filesystem::SetUpperFdCache(size_t max_fds) {
+  TableLock lock(this);
+  fd_cache_max_ = max_fds;
+}
+
+size_t Filesystem::UpperFdCount() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t held = 0;
+  for (const auto& [ino, n] : nodes_) held += n->upper.valid() ? 1 : 0;
+  return held;
+}
+
 // ---- the node table -------------------------------------------------------------------
 
 Filesystem::Node* Filesystem::Find(Ino ino) const {
@@ -240,22 +299,178 @@ Result<Filesystem::Node*> Filesystem::Need(Ino ino) const {
 }
 
 void Filesystem::Attach(Node* n, UniqueFd fd, const struct stat& st) {
-  n->upper = std::move(fd);
+  n->in_upper = true;
   n->upper_key = {st.st_dev, st.st_ino};
   n->type = st.st_mode & S_IFMT;
   upper_inos_[n->upper_key] = n->ino;
+  KeepParent(n);
+  if (fd.valid()) CacheUpperFd(n, std::move(fd));
 }
 
 void Filesystem::MaybeFree(Node* n) {
-  if (n == nullptr || n->ino == kRootIno || n->nlookup > 0 || n->pins > 0) return;
-  if (!n->staged.empty()) (void)::unlinkat(work_.get(), n->staged.c_str(), 0);
-  if (n->upper.valid()) {
-    // Forget the upper inode's number once the inode itself is gone (its st_ino may be
-    // reused by a new file); while it has names, a later lookup finds the same number.
-    auto st = StatFd(n->upper.get());
-    if (!st.ok() || st->st_nlink == 0) upper_inos_.erase(n->upper_key);
+  while (n != nullptr) {
+    if (n->nameless && n->pins == 0 && n->upper.valid()) {
+      // Removed and not open: once no name is left, its fd is of no more use.
+      auto st = StatFd(n->upper.get());
+      if (st.ok() && st->st_nlink == 0) {
+        n->gone = true;
+        n->gone_attr = *st;
+        n->upper.Reset();
+        upper_inos_.erase(n->upper_key);
+      }
+    }
+    if (n->ino == kRootIno || n->nlookup > 0 || n->pins > 0 || n->listed > 0 || n->kids > 0) return;
+    if (!n->staged.empty()) (void)::unlinkat(work_.get(), n->staged.c_str(), 0);
+    if (n->upper.valid()) {
+      // Forget the upper inode's number once the inode itself is gone (its st_ino may be
+      // reused by a new file); while it has names, a later lookup finds the same number.
+      // (A node with a known name and no fd still has that name.)
+      auto st = StatFd(n->upper.get());
+      if (!st.ok() || st->st_nlink == 0) upper_inos_.erase(n->upper_key);
+    }
+    if (n->in_lru) LruOf(n).erase(n->lru_pos);
+    const Ino parent = n->kept_parent;
+    nodes_.erase(n->ino);
+    n = nullptr;
+    if (parent != 0 && (n = Find(parent)) != nullptr) --n->kids;  // and maybe free it too
   }
-  nodes_.erase(n->ino);
+}
+
+// ---- the upper fd cache ---------------------------------------------------------------
+
+std::list<Filesystem::Node*>& Filesystem::LruOf(const Node* n) {
+  return n->type == S_IFDIR ? dir_lru_ : file_lru_;
+}
+
+size_t Filesystem::CachedUpperFds() const { return dir_lru_.size() + file_lru_.size(); }
+
+void Filesystem::CacheUpperFd(Node* n, UniqueFd fd) {
+  n->upper = std::move(fd);
+  if (n->held) return;
+  std::list<Node*>& lru = LruOf(n);
+  if (n->in_lru) {
+    lru.splice(lru.begin(), lru, n->lru_pos);
+  } else {
+    lru.push_front(n);
+    n->lru_pos = lru.begin();
+    n->in_lru = true;
+  }
+}
+
+void Filesystem::TrimUpperFds() {
+  // Files go first: every reopen walks through directories, and a file whose directory is
+  // cached is one openat away.
+  while (CachedUpperFds() > fd_cache_max_) {
+    std::list<Node*>& lru = file_lru_.empty() ? dir_lru_ : file_lru_;
+    Node* n = lru.back();
+    lru.pop_back();
+    n->in_lru = false;
+    n->upper.Reset();
+  }
+}
+
+Result<int> Filesystem::UpperFd(Node* n) {
+  if (n->upper.valid()) {
+    if (n->in_lru) LruOf(n).splice(LruOf(n).begin(), LruOf(n), n->lru_pos);
+    return n->upper.get();
+  }
+  if (!n->in_upper) return Status::Internal(InoText(n->ino) + " is not in the upper dir");
+  if (n->gone) return Status::FromErrno(ENOENT, InoText(n->ino) + " was removed");
+  // Up to the nearest node that holds an fd, then down by name, each step checked.
+  std::vector<Node*> chain;
+  Node* top = n;
+  while (!top->upper.valid()) {
+    if (top->nameless || top->parent == 0 || top->parent == top->ino || chain.size() > nodes_.size()) {
+      return Status::FromErrno(ESTALE, InoText(top->ino) + " has no known name");
+    }
+    chain.push_back(top);
+    top = Find(top->parent);
+    if (top == nullptr || !top->in_upper) {
+      return Status::FromErrno(ESTALE, "the upper parent of " + InoText(chain.back()->ino) + " is gone");
+    }
+  }
+  ASSIGN_OR_RETURN(int dirfd, UpperFd(top));
+  UniqueFd passing;  // an ancestor's fd used for one step only (the cache is full)
+  for (size_t i = chain.size(); i-- > 0;) {
+    Node* c = chain[i];
+    UniqueFd fd(::openat(dirfd, c->name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd.valid()) {
+      return Status::FromErrno(errno == ENOENT ? ESTALE : errno, "reopening upper entry " + c->name);
+    }
+    ASSIGN_OR_RETURN(struct stat st, StatFd(fd.get()));
+    if (std::pair<dev_t, ino_t>{st.st_dev, st.st_ino} != c->upper_key) {
+      return Status::FromErrno(ESTALE, "upper entry " + c->name + " is no longer " + InoText(c->ino));
+    }
+    if (i == 0 || dir_lru_.size() < fd_cache_max_) {  // (ancestors are directories)
+      CacheUpperFd(c, std::move(fd));
+      dirfd = c->upper.get();
+      passing.Reset();
+    } else {
+      passing = std::move(fd);
+      dirfd = passing.get();
+    }
+  }
+  return n->upper.get();
+}
+
+bool Filesystem::StatByName(Node* n, struct stat* st) {
+  if (n->upper.valid() || n->nameless || n->parent == 0 || n->parent == n->ino) return false;
+  Node* parent = Find(n->parent);
+  if (parent == nullptr || !parent->upper.valid()) return false;
+  auto dirfd = UpperFd(parent);  // it has one: this marks it used
+  if (!dirfd.ok() || ::fstatat(*dirfd, n->name.c_str(), st, AT_SYMLINK_NOFOLLOW) != 0) return false;
+  return std::pair<dev_t, ino_t>{st->st_dev, st->st_ino} == n->upper_key;
+}
+
+void Filesystem::KeepParent(Node* n) {
+  Ino want = n->in_upper && !n->nameless && n->parent != n->ino ? n->parent : 0;
+  if (want != 0 && Find(want) == nullptr) want = 0;
+  if (n->kept_parent == want) return;
+  if (Node* old = Find(n->kept_parent); old != nullptr && n->kept_parent != 0) {
+    --old->kids;
+    unkept_.push_back(old->ino);  // freed when the call ends, if nothing else keeps it
+  }
+  if (want != 0) ++Find(want)->kids;
+  n->kept_parent = want;
+}
+
+void Filesystem::SetName(Node* n, Ino parent, std::string_view name) {
+  n->parent = parent;
+  n->name = std::string(name);
+  if (n->nameless && parent != 0) {
+    n->nameless = false;
+    ReleaseHold(n);
+  }
+  KeepParent(n);
+}
+
+Status Filesystem::HoldForRemoval(Node* n, const Node* dir, std::string_view name) {
+  if (!n->in_upper || n->held || n->parent != dir->ino || n->name != name) return Status::Ok();
+  RETURN_IF_ERROR(UpperFd(n).status());
+  if (n->in_lru) {
+    LruOf(n).erase(n->lru_pos);
+    n->in_lru = false;
+  }
+  n->held = true;
+  return Status::Ok();
+}
+
+void Filesystem::LoseName(Node* n) {
+  if (!n->held || n->nameless || n->ino == kRootIno || !n->upper.valid()) return;
+  n->nameless = true;
+  n->parent = 0;
+  n->name.clear();
+  KeepParent(n);
+  unkept_.push_back(n->ino);  // MaybeFree when the call ends drops its fd if it is gone
+}
+
+void Filesystem::ReleaseHold(Node* n) {
+  if (!n->held || n->nameless || n->ino == kRootIno) return;
+  n->held = false;
+  if (n->upper.valid()) {
+    UniqueFd fd = std::move(n->upper);
+    CacheUpperFd(n, std::move(fd));
+  }
 }
 
 Filesystem::Node* Filesystem::NodeForLower(Ino lower, Ino parent, std::string_view name) {
@@ -269,10 +484,7 @@ Filesystem::Node* Filesystem::NodeForLower(Ino lower, Ino parent, std::string_vi
     n = owned.get();
     nodes_[lower] = std::move(owned);
   }
-  if (!n->upper.valid()) {
-    n->parent = parent;
-    n->name = std::string(name);
-  }
+  if (!n->in_upper) SetName(n, parent, name);
   return n;
 }
 
@@ -289,7 +501,7 @@ Result<Filesystem::Node*> Filesystem::NodeForUpper(Node* dir, std::string_view n
   if (auto it = upper_inos_.find(key); it != upper_inos_.end()) {
     known = it->second;
     n = Find(known);
-    if (n != nullptr && !n->upper.valid()) {
+    if (n != nullptr && !n->in_upper) {
       n = nullptr;
       known = 0;
       taken = true;
@@ -308,8 +520,9 @@ Result<Filesystem::Node*> Filesystem::NodeForUpper(Node* dir, std::string_view n
       if (l.ok()) {
         auto la = view_.Attr(*l);
         bool same_kind = la.ok() && (S_ISDIR(la->mode) == S_ISDIR(st.st_mode));
-        if (same_kind && S_ISDIR(st.st_mode) && HasOpaqueXattr(dir->upper.get(), name)) {
-          same_kind = false;
+        if (same_kind && S_ISDIR(st.st_mode)) {
+          ASSIGN_OR_RETURN(int dirfd, UpperFd(dir));
+          if (HasOpaqueXattr(dirfd, name)) same_kind = false;
         }
         if (same_kind) {
           lower = *l;
@@ -328,23 +541,20 @@ Result<Filesystem::Node*> Filesystem::NodeForUpper(Node* dir, std::string_view n
       nodes_[ino] = std::move(owned);
     }
   }
-  if (!n->upper.valid()) {
-    ASSIGN_OR_RETURN(UniqueFd fd, OpenPath(dir->upper.get(), name));
-    ASSIGN_OR_RETURN(struct stat now, StatFd(fd.get()));
-    Attach(n, std::move(fd), now);
-  }
-  n->parent = dir->ino;
-  n->name = std::string(name);
+  // A name the node is known by stays (any name reaches it); a node without one gets this.
+  if (!n->in_upper || n->nameless || n->parent == 0) SetName(n, dir->ino, name);
+  if (!n->in_upper) Attach(n, UniqueFd(), st);  // no fd: opened when first needed
   return n;
 }
 
 Result<Filesystem::Node*> Filesystem::ResolveChild(Node* dir, std::string_view name) {
   RETURN_IF_ERROR(CheckName(name));
   if (dir->type != S_IFDIR) return Status::FromErrno(ENOTDIR, InoText(dir->ino));
-  if (dir->upper.valid()) {
+  if (dir->in_upper) {
+    ASSIGN_OR_RETURN(int dirfd, UpperFd(dir));
     struct stat st;
     const std::string n(name);
-    if (::fstatat(dir->upper.get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (::fstatat(dirfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
       if (IsWhiteout(st)) return Status::FromErrno(ENOENT, n);
       return NodeForUpper(dir, name, st);
     }
@@ -353,13 +563,13 @@ Result<Filesystem::Node*> Filesystem::ResolveChild(Node* dir, std::string_view n
   if (dir->lower == 0) return Status::FromErrno(ENOENT, std::string(name));
   ASSIGN_OR_RETURN(Ino lower, view_.Lookup(dir->lower, name));
   Node* n = Find(lower);
-  if (n == nullptr || !n->upper.valid()) return NodeForLower(lower, dir->ino, name);
+  if (n == nullptr || !n->in_upper) return NodeForLower(lower, dir->ino, name);
   // The lower node was copied up through another of its names: as in overlayfs, the copy
   // breaks the hard link, and this name still shows the lower file, as its own node.
   Ino alias = 0;
   if (auto it = lower_aliases_.find(lower); it != lower_aliases_.end()) {
     Node* a = Find(it->second);
-    if (a == nullptr || !a->upper.valid()) alias = it->second;
+    if (a == nullptr || !a->in_upper) alias = it->second;
   }
   if (alias == 0) alias = lower_aliases_[lower] = next_ino_++;
   Node* a = Find(alias);
@@ -371,14 +581,22 @@ Result<Filesystem::Node*> Filesystem::ResolveChild(Node* dir, std::string_view n
     a = owned.get();
     nodes_[alias] = std::move(owned);
   }
-  a->parent = dir->ino;
-  a->name = std::string(name);
+  SetName(a, dir->ino, name);
   return a;
 }
 
-Result<struct stat> Filesystem::StatNode(const Node* n) const {
-  if (n != nullptr && n->upper.valid()) {
-    ASSIGN_OR_RETURN(struct stat st, StatFd(n->upper.get()));
+Result<struct stat> Filesystem::StatNode(Node* n) {
+  if (n->gone) {
+    struct stat st = n->gone_attr;
+    st.st_ino = n->ino;
+    return st;
+  }
+  if (n->in_upper) {
+    struct stat st;
+    if (!StatByName(n, &st)) {
+      ASSIGN_OR_RETURN(int fd, UpperFd(n));
+      ASSIGN_OR_RETURN(st, StatFd(fd));
+    }
     st.st_ino = n->ino;
     if (S_ISDIR(st.st_mode) && n->lower != 0) st.st_nlink = 1;  // merged, as overlayfs
     return st;
@@ -411,7 +629,7 @@ Result<Entry> Filesystem::EntryOf(Node* n, bool count) {
   // supported). A hard-linked lower file is the exception: a copy-up through one name
   // breaks the link, and the kernel must then look the other names up again (they get
   // their own number).
-  e.cacheable = !writable() || n->upper.valid() ||
+  e.cacheable = !writable() || n->in_upper ||
                 (n->lower_unlinked == 0 && (n->type == S_IFDIR || e.attr.st_nlink <= 1));
   if (count) ++n->nlookup;
   return e;
@@ -421,7 +639,7 @@ Result<Entry> Filesystem::EntryOf(Node* n, bool count) {
 
 Result<Entry> Filesystem::Lookup(Ino parent, std::string_view name) {
   if (name.size() > kNameMax) return Status::FromErrno(ENAMETOOLONG, std::string(name.substr(0, 32)));
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   Node* dir = Find(parent);
   if (dir == nullptr) {
     // A lower directory the table does not hold (callers that skip lookups, as tools and
@@ -429,15 +647,16 @@ Result<Entry> Filesystem::Lookup(Ino parent, std::string_view name) {
     if (parent == 0 || parent > view_.InodeCount()) return Status::FromErrno(ESTALE, InoText(parent));
     dir = NodeForLower(parent, parent_[parent - 1], "");
   }
+  const Ino dir_ino = dir->ino;
   ASSIGN_OR_RETURN(Node * n, ResolveChild(dir, name));
   auto e = EntryOf(n, true);
-  if (!e.ok()) MaybeFree(n);
-  MaybeFree(dir);
+  if (!e.ok()) MaybeFree(n);  // may free dir too (its last kid)
+  MaybeFree(Find(dir_ino));
   return e;
 }
 
 void Filesystem::Forget(Ino ino, uint64_t count) {
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   Node* n = Find(ino);
   if (n == nullptr) return;
   n->nlookup -= std::min(n->nlookup, count);
@@ -452,13 +671,13 @@ Result<struct stat> Filesystem::GetAttr(Ino ino) {
 Result<Entry> Filesystem::GetEntry(Ino ino, const FileHandle* fh) {
   if (fh != nullptr && fh->fd_.valid()) {
     ASSIGN_OR_RETURN(struct stat st, StatFd(fh->fd_.get()));
-    std::lock_guard<std::mutex> lock(mu_);
+    TableLock lock(this);
     Node* n = Find(ino);
     st.st_ino = ino;
     if (n != nullptr && S_ISDIR(st.st_mode) && n->lower != 0) st.st_nlink = 1;
     return Entry{ino, st, true};  // an upper file: changed only through the mount
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   Node* n = Find(ino);
   if (n == nullptr) {
     // Lower nodes are valid without a lookup (their numbers are the view's).
@@ -547,9 +766,9 @@ void Filesystem::StageCopyUp(Ino ino) {
   Ino lower = 0;
   std::string tmp;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    TableLock lock(this);
     Node* n = Find(ino);
-    if (n == nullptr || n->upper.valid() || n->type != S_IFREG || n->lower == 0 ||
+    if (n == nullptr || n->in_upper || n->type != S_IFREG || n->lower == 0 ||
         !n->staged.empty()) {
       return;
     }
@@ -558,10 +777,10 @@ void Filesystem::StageCopyUp(Ino ino) {
     ++n->pins;  // kept while unlocked
   }
   Status st = CopyLowerData(lower, tmp, true);  // the slow part (a lazy fetch), unlocked
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   Node* n = Find(ino);
   --n->pins;
-  if (st.ok() && !n->upper.valid() && n->staged.empty() && n->lower == lower) {
+  if (st.ok() && !n->in_upper && n->staged.empty() && n->lower == lower) {
     n->staged = std::move(tmp);
   } else {
     (void)::unlinkat(work_.get(), tmp.c_str(), 0);  // failed, or someone was quicker
@@ -570,24 +789,24 @@ void Filesystem::StageCopyUp(Ino ino) {
 }
 
 Status Filesystem::CopyUpDir(Node* n) {
-  if (n->upper.valid()) return Status::Ok();
+  if (n->in_upper) return Status::Ok();
   if (n->ino == kRootIno) return Status::Internal("the upper root is missing");
   ASSIGN_OR_RETURN(Node * parent, Need(n->parent));
   RETURN_IF_ERROR(CopyUpDir(parent));
-  ASSIGN_OR_RETURN(struct stat pstat, StatFd(parent->upper.get()));
+  ASSIGN_OR_RETURN(const int pfd, UpperFd(parent));
+  ASSIGN_OR_RETURN(struct stat pstat, StatFd(pfd));
   const std::string tmp = NewTempName();
   if (::mkdirat(work_.get(), tmp.c_str(), 0700) != 0) return Errno("mkdir in work dir");
   Status st = SetLowerMetadata(work_.get(), tmp, n->lower, false);
-  if (st.ok() && ::renameat2(work_.get(), tmp.c_str(), parent->upper.get(), n->name.c_str(),
-                             RENAME_NOREPLACE) != 0) {
+  if (st.ok() && ::renameat2(work_.get(), tmp.c_str(), pfd, n->name.c_str(), RENAME_NOREPLACE) != 0) {
     st = Errno("copy-up of directory " + n->name);
   }
-  if (st.ok()) RestoreTimes(parent->upper.get(), pstat);
+  if (st.ok()) RestoreTimes(pfd, pstat);
   if (!st.ok()) {
     (void)::unlinkat(work_.get(), tmp.c_str(), AT_REMOVEDIR);
     return st;
   }
-  ASSIGN_OR_RETURN(UniqueFd fd, OpenPath(parent->upper.get(), n->name));
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenPath(pfd, n->name));
   ASSIGN_OR_RETURN(struct stat now, StatFd(fd.get()));
   Attach(n, std::move(fd), now);
   if (invalidate_) invalidate_(n->ino);
@@ -595,14 +814,15 @@ Status Filesystem::CopyUpDir(Node* n) {
 }
 
 Status Filesystem::CopyUp(Node* n, bool with_data) {
-  if (n->upper.valid()) return Status::Ok();
+  if (n->in_upper) return Status::Ok();
   if (n->type == S_IFDIR) return CopyUpDir(n);
   if (n->lower == 0) return Status::Internal(InoText(n->ino) + " has neither upper nor lower");
   ASSIGN_OR_RETURN(index::NodeAttr a, view_.Attr(n->lower));
   if (n->lower_unlinked >= a.nlink) return Status::FromErrno(ESTALE, InoText(n->ino) + " was removed");
   ASSIGN_OR_RETURN(Node * parent, Need(n->parent));
   RETURN_IF_ERROR(CopyUpDir(parent));
-  ASSIGN_OR_RETURN(struct stat pstat, StatFd(parent->upper.get()));
+  ASSIGN_OR_RETURN(const int pfd, UpperFd(parent));
+  ASSIGN_OR_RETURN(struct stat pstat, StatFd(pfd));
   std::string tmp = NewTempName();
   Status st = Status::Ok();
   const mode_t type = a.mode & S_IFMT;
@@ -632,15 +852,15 @@ Status Filesystem::CopyUp(Node* n, bool with_data) {
     }
   }
   if (st.ok()) st = SetLowerMetadata(work_.get(), tmp, n->lower, type == S_IFLNK);
-  if (st.ok() && ::renameat(work_.get(), tmp.c_str(), parent->upper.get(), n->name.c_str()) != 0) {
+  if (st.ok() && ::renameat(work_.get(), tmp.c_str(), pfd, n->name.c_str()) != 0) {
     st = Errno("copy-up of " + n->name);
   }
-  if (st.ok()) RestoreTimes(parent->upper.get(), pstat);
+  if (st.ok()) RestoreTimes(pfd, pstat);
   if (!st.ok()) {
     (void)::unlinkat(work_.get(), tmp.c_str(), 0);
     return st;
   }
-  ASSIGN_OR_RETURN(UniqueFd fd, OpenPath(parent->upper.get(), n->name));
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenPath(pfd, n->name));
   ASSIGN_OR_RETURN(struct stat now, StatFd(fd.get()));
   Attach(n, std::move(fd), now);
   if (invalidate_) invalidate_(n->ino);
@@ -650,7 +870,7 @@ Status Filesystem::CopyUp(Node* n, bool with_data) {
 // ---- directories ----------------------------------------------------------------------
 
 Result<std::unique_ptr<DirHandle>> Filesystem::OpenDir(Ino ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   Node* n = Find(ino);
   Node tmp;
   if (n == nullptr) {
@@ -670,8 +890,9 @@ Result<std::unique_ptr<DirHandle>> Filesystem::OpenDir(Ino ino) {
   std::set<std::string> hidden;  // upper names and whiteouts: the lower's are not shown
   std::vector<DirHandle::Item> upper_items;
   std::vector<Ino> pinned;
-  if (n->upper.valid()) {
-    int fd = ::openat(n->upper.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (n->in_upper && !n->gone) {  // a removed directory lists only "." and ".."
+    ASSIGN_OR_RETURN(const int dirfd, UpperFd(n));
+    int fd = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return Errno("opening upper dir of " + InoText(ino));
     DIR* d = ::fdopendir(fd);
     if (d == nullptr) {
@@ -687,11 +908,11 @@ Result<std::unique_ptr<DirHandle>> Filesystem::OpenDir(Ino ino) {
     for (const std::string& name : names) {
       hidden.insert(name);
       struct stat st;
-      if (::fstatat(n->upper.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
       if (IsWhiteout(st)) continue;
       auto child = NodeForUpper(n, name, st);
       if (!child.ok()) continue;
-      ++(*child)->pins;
+      ++(*child)->listed;
       pinned.push_back((*child)->ino);
       upper_items.push_back({name, (*child)->ino, st.st_mode & S_IFMT});
     }
@@ -712,7 +933,7 @@ Result<std::unique_ptr<DirHandle>> Filesystem::OpenDir(Ino ino) {
     if (!walked.ok()) {
       for (Ino p : pinned) {
         if (Node* c = Find(p)) {
-          --c->pins;
+          --c->listed;
           MaybeFree(c);
         }
       }
@@ -737,20 +958,21 @@ void Filesystem::ReadDir(const DirHandle& dir, uint64_t offset, const DirFiller&
 
 void Filesystem::ReleaseDir(std::unique_ptr<DirHandle> dir) {
   if (dir == nullptr) return;
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   for (Ino p : dir->pinned_) {
     if (Node* c = Find(p)) {
-      --c->pins;
+      --c->listed;
       MaybeFree(c);
     }
   }
 }
 
 Status Filesystem::FsyncDir(Ino ino, bool datasync) {
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   Node* n = Find(ino);
-  if (n == nullptr || !n->upper.valid()) return Status::Ok();
-  UniqueFd fd(::openat(n->upper.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (n == nullptr || !n->in_upper) return Status::Ok();
+  ASSIGN_OR_RETURN(const int dirfd, UpperFd(n));
+  UniqueFd fd(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid()) return Errno("fsyncdir");
   if ((datasync ? ::fdatasync(fd.get()) : ::fsync(fd.get())) != 0) return Errno("fsyncdir");
   return Status::Ok();
@@ -758,8 +980,9 @@ Status Filesystem::FsyncDir(Ino ino, bool datasync) {
 
 Result<bool> Filesystem::UnionDirEmpty(Node* dir) {
   std::set<std::string> hidden;
-  if (dir->upper.valid()) {
-    int fd = ::openat(dir->upper.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir->in_upper) {
+    ASSIGN_OR_RETURN(const int dirfd, UpperFd(dir));
+    int fd = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return Errno("opening upper dir");
     DIR* d = ::fdopendir(fd);
     if (d == nullptr) {
@@ -797,7 +1020,7 @@ Result<std::unique_ptr<FileHandle>> Filesystem::Open(Ino ino, int flags) {
   const bool writing = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0;
   if (!writable() && (writing || (flags & (O_APPEND | O_CREAT)) != 0)) return ReadOnly();
   if (writing && (flags & O_TRUNC) == 0) StageCopyUp(ino);
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   Node* n = Find(ino);
   auto fh = std::make_unique<FileHandle>();
   fh->ino_ = ino;
@@ -810,10 +1033,11 @@ Result<std::unique_ptr<FileHandle>> Filesystem::Open(Ino ino, int flags) {
   }
   if (n->type == S_IFDIR) return Status::FromErrno(EISDIR, InoText(ino));
   if (writing) RETURN_IF_ERROR(CopyUp(n, (flags & O_TRUNC) == 0));
-  if (n->upper.valid()) {
+  if (n->in_upper) {
     if (n->type == S_IFLNK) return Status::FromErrno(ELOOP, InoText(ino));
     const int reopen = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_NOFOLLOW)) | O_CLOEXEC;
-    int fd = ::open(FdPath(n->upper.get()).c_str(), reopen);
+    ASSIGN_OR_RETURN(const int path_fd, UpperFd(n));
+    int fd = ::open(FdPath(path_fd).c_str(), reopen);
     if (fd < 0) return Errno("opening upper file of " + InoText(ino));
     fh->fd_.Reset(fd);
   } else {
@@ -876,7 +1100,7 @@ void Filesystem::Release(std::unique_ptr<FileHandle> fh) {
   if (fh == nullptr) return;
   const Ino ino = fh->ino_;
   fh.reset();
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   if (Node* n = Find(ino); n != nullptr && n->pins > 0) {
     --n->pins;
     MaybeFree(n);
@@ -895,20 +1119,22 @@ Result<Entry> Filesystem::CreateNode(Ino parent, std::string_view name, mode_t m
   if (existing.ok()) return Status::FromErrno(EEXIST, std::string(name));
   if (existing.status().ToErrno() != ENOENT) return existing.status();
   RETURN_IF_ERROR(CopyUpDir(dir));
+  ASSIGN_OR_RETURN(const int dirfd, UpperFd(dir));
   const std::string n(name);
   struct stat wst;
   const bool over_whiteout =
-      ::fstatat(dir->upper.get(), n.c_str(), &wst, AT_SYMLINK_NOFOLLOW) == 0 && IsWhiteout(wst);
+      ::fstatat(dirfd, n.c_str(), &wst, AT_SYMLINK_NOFOLLOW) == 0 && IsWhiteout(wst);
 
   // Built in the work dir with its final owner and mode, then renamed into place.
-  ASSIGN_OR_RETURN(struct stat dst, StatFd(dir->upper.get()));
+  ASSIGN_OR_RETURN(struct stat dst, StatFd(dirfd));
   const gid_t gid = (dst.st_mode & S_ISGID) ? dst.st_gid : caller.gid;
   const mode_t type = mode & S_IFMT;
   const std::string tmp = NewTempName();
   int rc = 0;
   UniqueFd fd;
   if (link_source != nullptr) {
-    rc = ::linkat(link_source->upper.get(), "", work_.get(), tmp.c_str(), AT_EMPTY_PATH);
+    ASSIGN_OR_RETURN(const int source_fd, UpperFd(link_source));
+    rc = ::linkat(source_fd, "", work_.get(), tmp.c_str(), AT_EMPTY_PATH);
   } else if (type == S_IFDIR) {
     rc = ::mkdirat(work_.get(), tmp.c_str(), 0700);
   } else if (type == S_IFLNK) {
@@ -939,17 +1165,17 @@ Result<Entry> Filesystem::CreateNode(Ino parent, std::string_view name, mode_t m
   }
   if (st.ok()) {
     if (!over_whiteout) {
-      if (::renameat2(work_.get(), tmp.c_str(), dir->upper.get(), n.c_str(), RENAME_NOREPLACE) != 0) {
+      if (::renameat2(work_.get(), tmp.c_str(), dirfd, n.c_str(), RENAME_NOREPLACE) != 0) {
         st = Errno("creating " + n);
       }
     } else if (type == S_IFDIR) {
       // A directory cannot replace a char device: swap them, then drop the whiteout.
-      if (::renameat2(work_.get(), tmp.c_str(), dir->upper.get(), n.c_str(), RENAME_EXCHANGE) != 0) {
+      if (::renameat2(work_.get(), tmp.c_str(), dirfd, n.c_str(), RENAME_EXCHANGE) != 0) {
         st = Errno("creating " + n);
       } else {
         (void)::unlinkat(work_.get(), tmp.c_str(), 0);
       }
-    } else if (::renameat(work_.get(), tmp.c_str(), dir->upper.get(), n.c_str()) != 0) {
+    } else if (::renameat(work_.get(), tmp.c_str(), dirfd, n.c_str()) != 0) {
       st = Errno("creating " + n);
     }
   }
@@ -957,20 +1183,20 @@ Result<Entry> Filesystem::CreateNode(Ino parent, std::string_view name, mode_t m
     undo();
     return st;
   }
-  ASSIGN_OR_RETURN(UniqueFd path, OpenPath(dir->upper.get(), n));
+  ASSIGN_OR_RETURN(UniqueFd path, OpenPath(dirfd, n));
   ASSIGN_OR_RETURN(struct stat now, StatFd(path.get()));
   Node* node = nullptr;
   if (link_source != nullptr) {
     node = link_source;
+    SetName(node, dir->ino, n);
   } else {
     auto owned = std::make_unique<Node>();
     owned->ino = next_ino_++;
     node = owned.get();
     nodes_[node->ino] = std::move(owned);
+    SetName(node, dir->ino, n);
     Attach(node, std::move(path), now);
   }
-  node->parent = dir->ino;
-  node->name = n;
   if (opened != nullptr) *opened = std::move(fd);
   return EntryOf(node, true);
 }
@@ -980,7 +1206,7 @@ Result<Filesystem::Created> Filesystem::Create(Ino parent, std::string_view name
   RETURN_IF_ERROR(CheckWritable());
   Created out;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    TableLock lock(this);
     ASSIGN_OR_RETURN(Node * dir, Need(parent));
     auto existing = ResolveChild(dir, name);
     if (!existing.ok() && existing.status().ToErrno() != ENOENT) return existing.status();
@@ -1012,7 +1238,7 @@ Result<Filesystem::Created> Filesystem::Create(Ino parent, std::string_view name
 
 Result<Entry> Filesystem::Mkdir(Ino parent, std::string_view name, mode_t mode, const Caller& caller) {
   RETURN_IF_ERROR(CheckWritable());
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   return CreateNode(parent, name, S_IFDIR | (mode & 07777), 0, {}, nullptr, caller, 0, nullptr);
 }
 
@@ -1026,21 +1252,21 @@ Result<Entry> Filesystem::Mknod(Ino parent, std::string_view name, mode_t mode, 
   if (type != S_IFREG && type != S_IFCHR && type != S_IFBLK && type != S_IFIFO && type != S_IFSOCK) {
     return Status::FromErrno(EINVAL, "mknod type");
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   return CreateNode(parent, name, mode, rdev, {}, nullptr, caller, 0, nullptr);
 }
 
 Result<Entry> Filesystem::Symlink(Ino parent, std::string_view name, std::string_view target,
                                   const Caller& caller) {
   RETURN_IF_ERROR(CheckWritable());
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   return CreateNode(parent, name, S_IFLNK | 0777, 0, target, nullptr, caller, 0, nullptr);
 }
 
 Result<Entry> Filesystem::Link(Ino ino, Ino new_parent, std::string_view new_name) {
   RETURN_IF_ERROR(CheckWritable());
   StageCopyUp(ino);
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   ASSIGN_OR_RETURN(Node * n, Need(ino));
   if (n->type == S_IFDIR) return Status::FromErrno(EPERM, "hard link to a directory");
   RETURN_IF_ERROR(CopyUp(n, true));
@@ -1051,10 +1277,15 @@ Result<Entry> Filesystem::Link(Ino ino, Ino new_parent, std::string_view new_nam
 
 Status Filesystem::RemoveEntry(Ino parent, std::string_view name, bool want_dir) {
   RETURN_IF_ERROR(CheckWritable());
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   ASSIGN_OR_RETURN(Node * dir, Need(parent));
   ASSIGN_OR_RETURN(Node * n, ResolveChild(dir, name));
-  ScopeExit free_unused([this, ino = n->ino] { MaybeFree(Find(ino)); });  // callers that skip lookups
+  ScopeExit free_unused([this, ino = n->ino] {
+    if (Node* left = Find(ino)) {
+      ReleaseHold(left);  // a removal that failed: its name stays
+      MaybeFree(left);    // callers that skip lookups
+    }
+  });
   const std::string nm(name);
   if (want_dir && n->type != S_IFDIR) return Status::FromErrno(ENOTDIR, nm);
   if (!want_dir && n->type == S_IFDIR) return Status::FromErrno(EISDIR, nm);
@@ -1064,17 +1295,24 @@ Status Filesystem::RemoveEntry(Ino parent, std::string_view name, bool want_dir)
   }
   const bool lower_here = LowerHas(dir, name);
   struct stat st;
-  const bool upper_here = dir->upper.valid() &&
-                          ::fstatat(dir->upper.get(), nm.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+  int dirfd = -1;
+  if (dir->in_upper) {
+    ASSIGN_OR_RETURN(dirfd, UpperFd(dir));
+  }
+  const bool upper_here = dirfd >= 0 && ::fstatat(dirfd, nm.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
   if (!upper_here) {
     // Only the lower tree has it: a whiteout hides it.
     RETURN_IF_ERROR(CopyUpDir(dir));
-    if (::mknodat(dir->upper.get(), nm.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0) {
+    ASSIGN_OR_RETURN(dirfd, UpperFd(dir));
+    if (::mknodat(dirfd, nm.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0) {
       return Errno("whiteout " + nm);
     }
     ++n->lower_unlinked;
     return Status::Ok();
   }
+  // The entry goes: if it was n's known name, n keeps its fd from now on (fstat of an open
+  // unlinked file still answers; a hard link's other names are found by a later lookup).
+  RETURN_IF_ERROR(HoldForRemoval(n, dir, nm));
   if (lower_here) {
     // Replace the upper entry with a whiteout in one step (a directory is swapped out and
     // then removed from the work dir).
@@ -1083,24 +1321,28 @@ Status Filesystem::RemoveEntry(Ino parent, std::string_view name, bool want_dir)
       return Errno("whiteout " + nm);
     }
     if (want_dir) {
-      if (::renameat2(work_.get(), tmp.c_str(), dir->upper.get(), nm.c_str(), RENAME_EXCHANGE) != 0) {
+      if (::renameat2(work_.get(), tmp.c_str(), dirfd, nm.c_str(), RENAME_EXCHANGE) != 0) {
         Status failed = Errno("removing " + nm);
         (void)::unlinkat(work_.get(), tmp.c_str(), 0);
         return failed;
       }
+      LoseName(n);  // in the work dir now
       RETURN_IF_ERROR(ClearWhiteouts(work_.get(), tmp));
       if (::unlinkat(work_.get(), tmp.c_str(), AT_REMOVEDIR) != 0) return Errno("removing " + nm);
-    } else if (::renameat(work_.get(), tmp.c_str(), dir->upper.get(), nm.c_str()) != 0) {
+      unkept_.push_back(n->ino);  // gone now: MaybeFree drops its fd
+    } else if (::renameat(work_.get(), tmp.c_str(), dirfd, nm.c_str()) != 0) {
       Status failed = Errno("removing " + nm);
       (void)::unlinkat(work_.get(), tmp.c_str(), 0);
       return failed;
     }
+    LoseName(n);
     return Status::Ok();
   }
-  if (want_dir) RETURN_IF_ERROR(ClearWhiteouts(dir->upper.get(), nm));
-  if (::unlinkat(dir->upper.get(), nm.c_str(), want_dir ? AT_REMOVEDIR : 0) != 0) {
+  if (want_dir) RETURN_IF_ERROR(ClearWhiteouts(dirfd, nm));
+  if (::unlinkat(dirfd, nm.c_str(), want_dir ? AT_REMOVEDIR : 0) != 0) {
     return Errno("removing " + nm);
   }
+  LoseName(n);
   return Status::Ok();
 }
 
@@ -1119,14 +1361,14 @@ Status Filesystem::Rename(Ino parent, std::string_view name, Ino new_parent,
     // A lower file moved is copied up first: its bytes are staged without the lock.
     Ino src_ino = 0;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      TableLock lock(this);
       Node* dir = Find(parent);
       auto src = dir != nullptr ? ResolveChild(dir, name) : Result<Node*>(Status::NotFound(""));
       if (src.ok()) src_ino = (*src)->ino;
     }
     if (src_ino != 0) StageCopyUp(src_ino);
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   ASSIGN_OR_RETURN(Node * dir, Need(parent));
   ASSIGN_OR_RETURN(Node * new_dir, Need(new_parent));
   if (new_dir->type != S_IFDIR) return Status::FromErrno(ENOTDIR, InoText(new_parent));
@@ -1136,7 +1378,10 @@ Status Filesystem::Rename(Ino parent, std::string_view name, Ino new_parent,
   Node* dst = dst_or.ok() ? *dst_or : nullptr;
   ScopeExit free_unused([this, a = src->ino, b = dst != nullptr ? dst->ino : 0] {
     MaybeFree(Find(a));
-    if (b != 0) MaybeFree(Find(b));
+    if (Node* left = b != 0 ? Find(b) : nullptr) {
+      ReleaseHold(left);  // not replaced after all: its name stays
+      MaybeFree(left);
+    }
   });
   const std::string from(name), to(new_name);
   if (src->type == S_IFDIR && src->lower != 0) {
@@ -1154,12 +1399,14 @@ Status Filesystem::Rename(Ino parent, std::string_view name, Ino new_parent,
     RETURN_IF_ERROR(CopyUp(src, true));
     RETURN_IF_ERROR(CopyUp(dst, true));
     RETURN_IF_ERROR(CopyUpDir(new_dir));
-    if (::renameat2(dir->upper.get(), from.c_str(), new_dir->upper.get(), to.c_str(),
-                    RENAME_EXCHANGE) != 0) {
+    ASSIGN_OR_RETURN(const int from_fd, UpperFd(dir));
+    ASSIGN_OR_RETURN(const int to_fd, UpperFd(new_dir));
+    if (::renameat2(from_fd, from.c_str(), to_fd, to.c_str(), RENAME_EXCHANGE) != 0) {
       return Errno("exchanging " + from + " and " + to);
     }
-    std::swap(src->parent, dst->parent);
-    std::swap(src->name, dst->name);
+    // (Not a swap of the known names: a hard-linked file may be known by another name.)
+    SetName(src, new_dir->ino, to);
+    SetName(dst, dir->ino, from);
     return Status::Ok();
   }
   if (dst != nullptr) {
@@ -1173,41 +1420,42 @@ Status Filesystem::Rename(Ino parent, std::string_view name, Ino new_parent,
   }
   RETURN_IF_ERROR(CopyUp(src, true));
   RETURN_IF_ERROR(CopyUpDir(new_dir));
+  ASSIGN_OR_RETURN(const int from_fd, UpperFd(dir));
+  ASSIGN_OR_RETURN(const int to_fd, UpperFd(new_dir));
   const bool lower_at_from = LowerHas(dir, from);
   struct stat tst;
-  const bool upper_at_to =
-      ::fstatat(new_dir->upper.get(), to.c_str(), &tst, AT_SYMLINK_NOFOLLOW) == 0;
+  const bool upper_at_to = ::fstatat(to_fd, to.c_str(), &tst, AT_SYMLINK_NOFOLLOW) == 0;
   const bool whiteout_at_to = upper_at_to && IsWhiteout(tst);
   if (src->type == S_IFDIR) {
     // A directory moved over a lower name must hide the lower one's children (overlayfs
     // also marks any directory moved into a merged directory).
-    if (new_dir->lower != 0 && !HasOpaqueXattr(dir->upper.get(), from) &&
-        ::setxattr(FdPath(dir->upper.get(), from).c_str(), kOpaqueXattr, "y", 1, 0) != 0) {
+    if (new_dir->lower != 0 && !HasOpaqueXattr(from_fd, from) &&
+        ::setxattr(FdPath(from_fd, from).c_str(), kOpaqueXattr, "y", 1, 0) != 0) {
       return Errno("marking " + from + " opaque");
     }
     if (upper_at_to && !whiteout_at_to) {
       // The target is an empty union dir; what its upper part holds are whiteouts, which
       // the source (opaque) no longer needs.
-      RETURN_IF_ERROR(ClearWhiteouts(new_dir->upper.get(), to));
+      RETURN_IF_ERROR(ClearWhiteouts(to_fd, to));
     }
   }
+  if (dst != nullptr) RETURN_IF_ERROR(HoldForRemoval(dst, new_dir, to));  // replaced below
   if (src->type == S_IFDIR && whiteout_at_to) {
     // A directory cannot replace the whiteout: swap, then the whiteout is at the old name.
-    if (::renameat2(dir->upper.get(), from.c_str(), new_dir->upper.get(), to.c_str(),
-                    RENAME_EXCHANGE) != 0) {
+    if (::renameat2(from_fd, from.c_str(), to_fd, to.c_str(), RENAME_EXCHANGE) != 0) {
       return Errno("renaming " + from + " to " + to);
     }
-    if (!lower_at_from) (void)::unlinkat(dir->upper.get(), from.c_str(), 0);
+    if (!lower_at_from) (void)::unlinkat(from_fd, from.c_str(), 0);
   } else {
     const unsigned rflags = lower_at_from ? RENAME_WHITEOUT : 0;
-    if (::renameat2(dir->upper.get(), from.c_str(), new_dir->upper.get(), to.c_str(), rflags) != 0) {
+    if (::renameat2(from_fd, from.c_str(), to_fd, to.c_str(), rflags) != 0) {
       return Errno("renaming " + from + " to " + to);
     }
   }
-  if (dst != nullptr && !dst->upper.valid()) ++dst->lower_unlinked;
+  if (dst != nullptr && !dst->in_upper) ++dst->lower_unlinked;
   // A replaced upper entry lost a name: fstat of its node tells (nlink).
-  src->parent = new_dir->ino;
-  src->name = to;
+  if (dst != nullptr) LoseName(dst);
+  SetName(src, new_dir->ino, to);
   return Status::Ok();
 }
 
@@ -1223,19 +1471,19 @@ Result<struct stat> Filesystem::SetAttr(Ino ino, const SetAttrRequest& req, cons
     // repeats the lower mtime, and must not copy it up (it would bring back the removed
     // name). Setting a lower file's mtime to what it already is is the one call that
     // differs from overlayfs: no copy-up.
-    std::lock_guard<std::mutex> lock(mu_);
+    TableLock lock(this);
     ASSIGN_OR_RETURN(Node * n, Need(ino));
-    if (!n->upper.valid() && n->lower != 0) {
+    if (!n->in_upper && n->lower != 0) {
       ASSIGN_OR_RETURN(index::NodeAttr a, view_.Attr(n->lower));
       if (a.mtime_sec == req.mtime.tv_sec && a.mtime_nsec == req.mtime.tv_nsec) return StatNode(n);
     }
   }
   const bool data_needed = !(req.set_size && req.size == 0);
   if (data_needed) StageCopyUp(ino);
-  std::unique_lock<std::mutex> lock(mu_);
+  TableLock lock(this);
   ASSIGN_OR_RETURN(Node * n, Need(ino));
   RETURN_IF_ERROR(CopyUp(n, data_needed));
-  const int fd = n->upper.get();
+  ASSIGN_OR_RETURN(const int fd, UpperFd(n));
   const std::string path = FdPath(fd);
   if (req.set_uid || req.set_gid) {
     uid_t uid = req.set_uid ? req.uid : static_cast<uid_t>(-1);
@@ -1262,24 +1510,26 @@ Result<struct stat> Filesystem::SetAttr(Ino ino, const SetAttrRequest& req, cons
     int rc;
     if (n->type == S_IFLNK) {
       ASSIGN_OR_RETURN(Node * parent, Need(n->parent));
-      rc = ::utimensat(parent->upper.get(), n->name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+      ASSIGN_OR_RETURN(const int dirfd, UpperFd(parent));
+      rc = ::utimensat(dirfd, n->name.c_str(), ts, AT_SYMLINK_NOFOLLOW);
     } else {
       rc = ::utimensat(AT_FDCWD, path.c_str(), ts, 0);
     }
     if (rc != 0) return Errno("utimens");
   }
-  lock.unlock();
+  lock.Unlock();
   ASSIGN_OR_RETURN(Entry e, GetEntry(ino, fh));
   return e.attr;
 }
 
 Result<std::string> Filesystem::ReadLink(Ino ino) {
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   Node* n = Find(ino);
-  if (n != nullptr && n->upper.valid()) {
+  if (n != nullptr && n->in_upper) {
     if (n->type != S_IFLNK) return Status::FromErrno(EINVAL, InoText(ino) + " is not a symlink");
+    ASSIGN_OR_RETURN(const int fd, UpperFd(n));
     std::string buf(4096, '\0');
-    ssize_t len = ::readlinkat(n->upper.get(), "", buf.data(), buf.size());
+    ssize_t len = ::readlinkat(fd, "", buf.data(), buf.size());
     if (len < 0) return Errno("readlink");
     buf.resize(static_cast<size_t>(len));
     return buf;
@@ -1292,35 +1542,35 @@ Result<std::string> Filesystem::ReadLink(Ino ino) {
 }
 
 // xattrs of an upper node go through a path: the file itself via /proc/self/fd, or a
-// symlink by name in its parent (not followed).
-namespace {
-struct XattrTarget {
-  std::string path;
-  bool link = false;
-};
-}  // namespace
+// symlink by name in its parent (not followed: the l*xattr calls).
+Result<std::string> Filesystem::UpperXattrPath(Node* n) {
+  if (n->type != S_IFLNK) {
+    ASSIGN_OR_RETURN(const int fd, UpperFd(n));
+    return FdPath(fd);
+  }
+  ASSIGN_OR_RETURN(Node * parent, Need(n->parent));
+  ASSIGN_OR_RETURN(const int dirfd, UpperFd(parent));
+  return FdPath(dirfd, n->name);
+}
 
 Result<XattrReply> Filesystem::GetXattr(Ino ino, std::string_view name, size_t buffer_size) {
   if (IsTrustedOverlayXattr(name)) return Status::FromErrno(ENODATA, std::string(name));
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   Node* n = Find(ino);
   const std::string xname(name);
-  if (n != nullptr && n->upper.valid()) {
-    XattrTarget t{FdPath(n->upper.get()), n->type == S_IFLNK};
-    if (t.link) {
-      ASSIGN_OR_RETURN(Node * parent, Need(n->parent));
-      t.path = FdPath(parent->upper.get(), n->name);
-    }
-    ssize_t len = t.link ? ::lgetxattr(t.path.c_str(), xname.c_str(), nullptr, 0)
-                         : ::getxattr(t.path.c_str(), xname.c_str(), nullptr, 0);
+  if (n != nullptr && n->in_upper) {
+    const bool link = n->type == S_IFLNK;
+    ASSIGN_OR_RETURN(const std::string path, UpperXattrPath(n));
+    ssize_t len = link ? ::lgetxattr(path.c_str(), xname.c_str(), nullptr, 0)
+                         : ::getxattr(path.c_str(), xname.c_str(), nullptr, 0);
     if (len < 0) return Errno(xname);
     XattrReply reply;
     reply.size = static_cast<size_t>(len);
     if (buffer_size == 0) return reply;
     if (buffer_size < reply.size) return Status::FromErrno(ERANGE, xname);
     reply.data.resize(buffer_size);
-    len = t.link ? ::lgetxattr(t.path.c_str(), xname.c_str(), reply.data.data(), buffer_size)
-                 : ::getxattr(t.path.c_str(), xname.c_str(), reply.data.data(), buffer_size);
+    len = link ? ::lgetxattr(path.c_str(), xname.c_str(), reply.data.data(), buffer_size)
+                 : ::getxattr(path.c_str(), xname.c_str(), reply.data.data(), buffer_size);
     if (len < 0) return Errno(xname);
     reply.data.resize(static_cast<size_t>(len));
     reply.size = reply.data.size();
@@ -1343,20 +1593,17 @@ Result<XattrReply> Filesystem::GetXattr(Ino ino, std::string_view name, size_t b
 Result<XattrReply> Filesystem::ListXattr(Ino ino, size_t buffer_size) {
   std::string list;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    TableLock lock(this);
     Node* n = Find(ino);
-    if (n != nullptr && n->upper.valid()) {
-      XattrTarget t{FdPath(n->upper.get()), n->type == S_IFLNK};
-      if (t.link) {
-        ASSIGN_OR_RETURN(Node * parent, Need(n->parent));
-        t.path = FdPath(parent->upper.get(), n->name);
-      }
-      ssize_t len = t.link ? ::llistxattr(t.path.c_str(), nullptr, 0)
-                           : ::listxattr(t.path.c_str(), nullptr, 0);
+    if (n != nullptr && n->in_upper) {
+      const bool link = n->type == S_IFLNK;
+      ASSIGN_OR_RETURN(const std::string path, UpperXattrPath(n));
+      ssize_t len = link ? ::llistxattr(path.c_str(), nullptr, 0)
+                           : ::listxattr(path.c_str(), nullptr, 0);
       if (len < 0) return Errno("listxattr");
       std::string raw(static_cast<size_t>(len), '\0');
-      len = t.link ? ::llistxattr(t.path.c_str(), raw.data(), raw.size())
-                   : ::listxattr(t.path.c_str(), raw.data(), raw.size());
+      len = link ? ::llistxattr(path.c_str(), raw.data(), raw.size())
+                   : ::listxattr(path.c_str(), raw.data(), raw.size());
       if (len < 0) return Errno("listxattr");
       raw.resize(static_cast<size_t>(len));
       for (size_t pos = 0; pos < raw.size();) {
@@ -1388,18 +1635,14 @@ Status Filesystem::SetXattr(Ino ino, std::string_view name, std::string_view val
   RETURN_IF_ERROR(CheckWritable());
   if (IsTrustedOverlayXattr(name)) return Status::FromErrno(EPERM, std::string(name));
   StageCopyUp(ino);
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   ASSIGN_OR_RETURN(Node * n, Need(ino));
   RETURN_IF_ERROR(CopyUp(n, true));
   const std::string xname(name);
-  int rc;
-  if (n->type == S_IFLNK) {
-    ASSIGN_OR_RETURN(Node * parent, Need(n->parent));
-    rc = ::lsetxattr(FdPath(parent->upper.get(), n->name).c_str(), xname.c_str(), value.data(),
-                     value.size(), flags);
-  } else {
-    rc = ::setxattr(FdPath(n->upper.get()).c_str(), xname.c_str(), value.data(), value.size(), flags);
-  }
+  ASSIGN_OR_RETURN(const std::string path, UpperXattrPath(n));
+  const int rc = n->type == S_IFLNK
+                     ? ::lsetxattr(path.c_str(), xname.c_str(), value.data(), value.size(), flags)
+                     : ::setxattr(path.c_str(), xname.c_str(), value.data(), value.size(), flags);
   if (rc != 0) return Errno(xname);
   return Status::Ok();
 }
@@ -1409,9 +1652,9 @@ Status Filesystem::RemoveXattr(Ino ino, std::string_view name) {
   if (IsTrustedOverlayXattr(name)) return Status::FromErrno(ENODATA, std::string(name));
   {
     // Removing what a lower node does not have copies nothing up (as overlayfs).
-    std::lock_guard<std::mutex> lock(mu_);
+    TableLock lock(this);
     ASSIGN_OR_RETURN(Node * n, Need(ino));
-    if (!n->upper.valid()) {
+    if (!n->in_upper) {
       ASSIGN_OR_RETURN(std::vector<index::XattrView> xattrs, view_.Xattrs(n->lower));
       bool found = false;
       for (const index::XattrView& x : xattrs) found = found || x.name == name;
@@ -1419,17 +1662,13 @@ Status Filesystem::RemoveXattr(Ino ino, std::string_view name) {
     }
   }
   StageCopyUp(ino);
-  std::lock_guard<std::mutex> lock(mu_);
+  TableLock lock(this);
   ASSIGN_OR_RETURN(Node * n, Need(ino));
   RETURN_IF_ERROR(CopyUp(n, true));
   const std::string xname(name);
-  int rc;
-  if (n->type == S_IFLNK) {
-    ASSIGN_OR_RETURN(Node * parent, Need(n->parent));
-    rc = ::lremovexattr(FdPath(parent->upper.get(), n->name).c_str(), xname.c_str());
-  } else {
-    rc = ::removexattr(FdPath(n->upper.get()).c_str(), xname.c_str());
-  }
+  ASSIGN_OR_RETURN(const std::string path, UpperXattrPath(n));
+  const int rc = n->type == S_IFLNK ? ::lremovexattr(path.c_str(), xname.c_str())
+                                    : ::removexattr(path.c_str(), xname.c_str());
   if (rc != 0) return Errno(xname);
   return Status::Ok();
 }

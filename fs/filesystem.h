@@ -16,12 +16,17 @@
 // Inode numbers: lower nodes keep the view's (dense, root = 1 = FUSE_ROOT_ID); upper-only
 // nodes get numbers above MergedView::InodeCount(); a copy-up keeps the lower number. A
 // node is kept while the kernel holds lookups on it (Lookup counts one, Forget drops
-// them) or a handle is open on it; numbers are stable for the mount's life while known.
+// them), a handle is open on it or an upper node names it as its parent; numbers are
+// stable for the mount's life while known.
 //
-// Upper-dir access never builds full paths: every node in the upper dir holds an O_PATH fd,
-// and calls go through *at() syscalls relative to them (or "/proc/self/fd/N" for the few
-// calls without an *at() form), so trees deeper than PATH_MAX work and symlinks inside the
-// upper dir are never followed.
+// Upper-dir access never builds full paths: calls go through *at() syscalls relative to
+// O_PATH fds on upper nodes (or "/proc/self/fd/N" for the few calls without an *at()
+// form), so trees deeper than PATH_MAX work and symlinks inside the upper dir are never
+// followed. A node does not hold its fd for life (the kernel may remember millions of
+// nodes, the fd limit is far lower): each upper node knows its parent node and name, and
+// its fd is reopened from the parent's on demand (checked against the inode it was). Fds
+// are held only by the root, by nodes that lost the name they were known by (an open
+// unlinked file), and by a bounded cache of the most recently used nodes.
 //
 // Thread safety: every method may be called concurrently. Metadata calls take one mutex
 // (mu_); Read/Write/Fsync on an open FileHandle do not. A DirHandle belongs to one open
@@ -32,6 +37,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -225,10 +231,17 @@ class Filesystem {
   // root's extended attribute kNodesXattr (never listed): tests/e2e/stress_test checks
   // that the count returns to its baseline once the kernel forgets everything.
   size_t NodeCount() const;
+  // The upper-node fd cache's bound (default: a quarter of RLIMIT_NOFILE, 16..4096; files
+  // are dropped before directories, which reopens walk through) and the fds held on upper
+  // nodes now (root and nameless nodes included). Tests: bound 0 drops every fd that can
+  // be reopened as soon as each call returns.
+  void SetUpperFdCache(size_t max_fds);
+  size_t UpperFdCount() const;
   const index::MergedView& view() const { return view_; }
 
  private:
   struct Node;
+  class TableLock;
   Filesystem(const index::MergedView& view, bool scan);
 
   // The one place lower file bytes are read (copy-up and lower reads).
@@ -243,7 +256,31 @@ class Filesystem {
   Result<Node*> NodeForUpper(Node* dir, std::string_view name, const struct stat& st);
   void Attach(Node* n, UniqueFd fd, const struct stat& st);
   void MaybeFree(Node* n);
-  Result<struct stat> StatNode(const Node* n) const;
+  // The upper fd cache. UpperFd: an O_PATH fd on an upper node, reopened from its parent
+  // (recursively) when dropped; valid until the call that asked returns (fds are closed
+  // only by TrimUpperFds, when a TableLock is released), ESTALE if the name no longer
+  // leads to the node's inode.
+  Result<int> UpperFd(Node* n);
+  void CacheUpperFd(Node* n, UniqueFd fd);
+  // fstatat of a node without an fd by its name in its parent's cached fd (what StatNode
+  // does first: a listing's attributes open nothing); false when that does not answer.
+  bool StatByName(Node* n, struct stat* st);
+  void TrimUpperFds();
+  std::list<Node*>& LruOf(const Node* n);
+  size_t CachedUpperFds() const;
+  // Where an upper node is reached (its parent is kept in the table while it is).
+  void SetName(Node* n, Ino parent, std::string_view name);
+  void KeepParent(Node* n);
+  // Around removing the entry (dir, name) that leads to n: HoldForRemoval keeps
+  // n's fd out of the cache first; LoseName, once removed, keeps it for good when that was n's known name;
+  // ReleaseHold puts it back in the cache (the removal failed, or n got a name again).
+  Status HoldForRemoval(Node* n, const Node* dir, std::string_view name);
+  void LoseName(Node* n);
+  void ReleaseHold(Node* n);
+  Result<struct stat> StatNode(Node* n);
+  // The path xattr calls take for an upper node ("/proc/self/fd/N", or the parent's and
+  // the name for a symlink).
+  Result<std::string> UpperXattrPath(Node* n);
   bool LowerHas(const Node* dir, std::string_view name) const;
   Status CopyUp(Node* n, bool with_data);
   Status CopyLowerData(Ino lower, const std::string& tmp, bool with_data) const;
@@ -274,6 +311,10 @@ class Filesystem {
   std::map<std::pair<dev_t, ino_t>, Ino> upper_inos_;  // upper inode -> our number
   // A lower node copied up through one name: the number its other (lower) names show.
   std::unordered_map<Ino, Ino> lower_aliases_;
+  // Upper nodes whose fd may be dropped, most recent first (files are dropped first).
+  std::list<Node*> dir_lru_, file_lru_;
+  size_t fd_cache_max_ = 4096;
+  std::vector<Ino> unkept_;  // nodes that lost a kid or a name in this call: MaybeFree at its end
   Ino next_ino_ = 0;
   uint64_t temp_counter_ = 0;
 };

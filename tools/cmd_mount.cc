@@ -154,6 +154,13 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
       return report_failure(
           Status::FromErrno(EBUSY, "mount: upper dir " + req.upper + " is in use by another mount"));
     }
+    // Every file the kernel holds open holds an fd here, and the Filesystem sizes its cache
+    // of upper-node fds by the limit it finds.
+    struct rlimit lim;
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+      lim.rlim_cur = lim.rlim_max;
+      (void)::setrlimit(RLIMIT_NOFILE, &lim);
+    }
     auto writable = fs::Filesystem::OpenWritable(*opened->view, req.upper, work);
     if (!writable.ok()) return report_failure(writable.status());
     filesystem = std::move(*writable);
@@ -169,12 +176,6 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
     if (Status st = WriteFileAtomic(work + "/image-config.json", opened->opened.image.config_bytes);
         !st.ok()) {
       return report_failure(st);
-    }
-    // Every upper node the kernel knows holds an O_PATH fd.
-    struct rlimit lim;
-    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
-      lim.rlim_cur = lim.rlim_max;
-      (void)::setrlimit(RLIMIT_NOFILE, &lim);
     }
   }
 

@@ -424,5 +424,49 @@ TEST_F(UpperTest, AForegroundWritableMountUnmountsCleanlyOnSigterm) {
   EXPECT_TRUE(S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) << "a whiteout";
 }
 
+// The daemon holds no fd per upper inode (issue 5): under a 256-fd limit it serves 2,000
+// new files the kernel keeps (day-long entry timeouts), renames and removals included.
+TEST_F(UpperTest, ThousandsOfNewFilesUnderALowFdLimit) {
+  ScopedMount mnt(Dir("mnt"));
+  const std::string upper = case_ + "/upper";
+  ProcessOptions o;
+  o.argv = {"prlimit", "--nofile=256:256", ImagefsBinary(), "--root", root_, "mount", "-f",
+            "--upper", upper, *busybox_, mnt.dir()};
+  o.env_set = registry_->client_env();
+  o.env_remove = {"REGISTRY_AUTH_FILE", "CONTAINERS_REGISTRIES_CONF", "IMAGEFS_ROOT"};
+  auto proc = BackgroundProcess::Start(o, case_ + "/low-fds.log");  // prlimit execs imagefs
+  ASSERT_TRUE(proc.ok()) << proc.status().message();
+  for (int i = 0; i < 200 && !IsMounted(mnt.dir()); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(IsMounted(mnt.dir())) << *ReadFile(proc->log_path());
+  const std::string m = mnt.dir() + "/data/many";
+  Shell("set -e; mkdir " + m + "; cd " + m +
+        "; for d in 0 1 2 3 4 5 6 7 8 9; do mkdir d$d; for i in $(seq 0 199); do "
+        "echo $d-$i > d$d/f$i; done; done; mkdir -p deep/a/b/c/d && echo leaf > deep/a/b/c/d/leaf");
+  auto fds = [&] {
+    int count = 0;
+    if (DIR* d = ::opendir(("/proc/" + std::to_string(proc->pid()) + "/fd").c_str())) {
+      while (::readdir(d) != nullptr) ++count;
+      ::closedir(d);
+    }
+    return count - 2;
+  };
+  EXPECT_LT(fds(), 200) << "fds the daemon holds after 2,000 new files";
+  EXPECT_EQ(Shell("cd " + m + " && find . -type f | wc -l && cat d*/f* | wc -l && "
+                  "stat -c %i d*/f* | sort -u | wc -l"),
+            "2001\n2000\n2000\n");
+  EXPECT_EQ(Shell("cd " + m + " && cat d9/f199 d0/f0 deep/a/b/c/d/leaf"), "9-199\n0-0\nleaf\n");
+  Shell("set -e; cd " + m + "; for i in $(seq 0 99); do mv d0/f$i d1/g$i; done; "
+        "mv d4 d4-moved; rm d2/f*; rmdir d2; rm -r d3; ln d5/f1 d5/link; rm d5/f1");
+  EXPECT_EQ(Shell("cd " + m + " && ls | sort | tr '\\n' ' ' && find . -type f | wc -l && "
+                  "cat d1/g42 d4-moved/f7 d5/link"),
+            "d0 d1 d4-moved d5 d6 d7 d8 d9 deep 1601\n0-42\n4-7\n5-1\n");
+  EXPECT_EQ(Shell("ls " + upper + "/data/many/d1 | wc -l"), "300\n");
+  EXPECT_TRUE(proc->IsRunning()) << *ReadFile(proc->log_path());
+  EXPECT_EQ(proc->Stop(std::chrono::seconds(10)), 0);  // SIGTERM to the process we started
+  EXPECT_FALSE(IsMounted(mnt.dir()));
+}
+
 }  // namespace
 }  // namespace imagefs::testing
