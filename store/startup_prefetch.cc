@@ -126,11 +126,7 @@ Result<std::pair<index::Ino, std::string>> FollowPath(const index::MergedView& v
 
 StartupPrefetcher::StartupPrefetcher(const index::MergedView& view, CachedFileReader& reader,
                                      StartupPrefetchOptions options)
-    : view_(view), reader_(reader), options_(options) {
-  for (size_t i = 0; i < std::max<size_t>(1, options_.threads); ++i) {
-    workers_.emplace_back([this] { Worker(); });
-  }
-}
+    : view_(view), reader_(reader), options_(options) {}
 
 StartupPrefetcher::~StartupPrefetcher() { Stop(); }
 
@@ -141,6 +137,7 @@ void StartupPrefetcher::Stop() {
     for (auto& q : queues_) q.clear();
   }
   cv_.notify_all();
+  // No worker is added once stop_ is set, so the list is stable here.
   for (std::thread& t : workers_) {
     if (t.joinable()) t.join();
   }
@@ -168,6 +165,10 @@ void StartupPrefetcher::Enqueue(index::Ino ino, std::string path, bool fetch, Pr
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_) return;
     queues_[priority].push_back({ino, std::move(path), fetch});
+    // The workers start with the first file (a mount that never sees one has none).
+    for (size_t i = workers_.size(); i < std::max<size_t>(1, options_.threads); ++i) {
+      workers_.emplace_back([this] { Worker(); });
+    }
   }
   cv_.notify_one();
 }

@@ -124,7 +124,7 @@ class StartupPrefetcher {
   size_t active_ = 0;
   bool stop_ = false;
   StartupPrefetchStats stats_;
-  std::vector<std::thread> workers_;
+  std::vector<std::thread> workers_;  // started by the first Enqueue
 };
 
 }  // namespace imagefs::store
