@@ -56,7 +56,8 @@ Result<ElfDeps> ElfParse(const ElfReadAt& read, uint64_t size) {
   const Ehdr eh = ElfLoad<Ehdr>(ebuf.data());
   deps.machine = eh.e_machine;
   if (eh.e_phnum == 0) return deps;
-  if (eh.e_phentsize < sizeof(Phdr)) return Status::Corruption("ELF: program header entries too small");
+  if (eh.e_phentsize < sizeof(Phdr))
+    return Status::Corruption("ELF: program header entries too small");
   const uint64_t ph_bytes = uint64_t{eh.e_phnum} * eh.e_phentsize;
   if (ph_bytes > kMaxPhdrBytes) return Status::Corruption("ELF: too many program headers");
   std::vector<uint8_t> pbuf(ph_bytes);
@@ -69,10 +70,11 @@ Result<ElfDeps> ElfParse(const ElfReadAt& read, uint64_t size) {
   const ElfPhdrInfo* dynamic = nullptr;
   for (const ElfPhdrInfo& p : phdrs) {
     if (p.type == PT_INTERP && deps.interp.empty()) {
-      if (p.filesz == 0 || p.filesz > kMaxInterp) return Status::Corruption("ELF: bad PT_INTERP size");
+      if (p.filesz == 0 || p.filesz > kMaxInterp)
+        return Status::Corruption("ELF: bad PT_INTERP size");
       std::string s(p.filesz, '\0');
-      RETURN_IF_ERROR(ElfReadExact(read, size, p.offset,
-                                   {reinterpret_cast<uint8_t*>(s.data()), s.size()}));
+      RETURN_IF_ERROR(
+          ElfReadExact(read, size, p.offset, {reinterpret_cast<uint8_t*>(s.data()), s.size()}));
       deps.interp = s.substr(0, s.find('\0'));
     } else if (p.type == PT_DYNAMIC && dynamic == nullptr) {
       dynamic = &p;
@@ -80,7 +82,8 @@ Result<ElfDeps> ElfParse(const ElfReadAt& read, uint64_t size) {
   }
   if (dynamic == nullptr) return deps;
   const uint64_t dyn_bytes = std::min(dynamic->filesz, kMaxDynamicBytes);
-  if (!ElfInFile(dynamic->offset, dyn_bytes, size)) return Status::Corruption("ELF: PT_DYNAMIC past the end");
+  if (!ElfInFile(dynamic->offset, dyn_bytes, size))
+    return Status::Corruption("ELF: PT_DYNAMIC past the end");
   std::vector<uint8_t> dbuf(dyn_bytes);
   RETURN_IF_ERROR(ElfReadExact(read, size, dynamic->offset, dbuf));
   uint64_t strtab = 0, strsz = 0;
@@ -124,10 +127,11 @@ Result<ElfDeps> ElfParse(const ElfReadAt& read, uint64_t size) {
   if (str_off > size) return Status::Corruption("ELF: DT_STRTAB past the end");
   strsz = std::min(strsz, size - str_off);
   std::string table(strsz, '\0');
-  RETURN_IF_ERROR(ElfReadExact(read, size, str_off,
-                               {reinterpret_cast<uint8_t*>(table.data()), table.size()}));
+  RETURN_IF_ERROR(
+      ElfReadExact(read, size, str_off, {reinterpret_cast<uint8_t*>(table.data()), table.size()}));
   auto string_at = [&](uint64_t at) -> Result<std::string> {
-    if (at >= table.size()) return Status::Corruption("ELF: a string offset is past the string table");
+    if (at >= table.size())
+      return Status::Corruption("ELF: a string offset is past the string table");
     const size_t end = table.find('\0', at);
     if (end == std::string::npos) return Status::Corruption("ELF: an unterminated string");
     return table.substr(at, end - at);

@@ -21,10 +21,10 @@ namespace imagefs::store {
 
 struct ElfDeps {
   bool is64 = true;
-  uint16_t machine = 0;               // e_machine (EM_X86_64, EM_AARCH64, ...)
-  std::string interp;                 // PT_INTERP; "" for static files and libraries
-  std::vector<std::string> needed;    // DT_NEEDED, in order
-  std::vector<std::string> runpath;   // DT_RUNPATH dirs, else DT_RPATH's (split on ':')
+  uint16_t machine = 0;              // e_machine (EM_X86_64, EM_AARCH64, ...)
+  std::string interp;                // PT_INTERP; "" for static files and libraries
+  std::vector<std::string> needed;   // DT_NEEDED, in order
+  std::vector<std::string> runpath;  // DT_RUNPATH dirs, else DT_RPATH's (split on ':')
 };
 
 // Reads up to out.size() bytes at offset (short only at the end of the file).

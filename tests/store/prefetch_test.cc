@@ -45,7 +45,8 @@ class PrefetchTest : public ::testing::TestWithParam<index::SeekableFormat> {
   std::unique_ptr<index::MergedView> View() {
     auto fake = std::make_unique<FakeBlobSource>(blob_, "layer");
     fake_ = fake.get();
-    auto idx = index::OpenLayerIndex(*fake, test::SeekableMediaType(GetParam()), "sha256:layer", nullptr);
+    auto idx = index::OpenLayerIndex(*fake, test::SeekableMediaType(GetParam()), "sha256:layer",
+                                     nullptr);
     EXPECT_TRUE(idx.ok()) << idx.status().message();
     if (!idx.ok()) return nullptr;
     EXPECT_GT((*idx)->prefetch_end(), 0u);

@@ -60,7 +60,8 @@ class StartupPrefetchTest : public ::testing::TestWithParam<index::SeekableForma
     tar += File("usr/bin/script", "#!/usr/bin/other\n", 0755);
     tar += File("big", index::test::RandomBytes(2 << 20, 9));
     tar += index::test::EndOfArchive();
-    auto blob = test::WriteSeekableBlob(GetParam(), tar, dir_ + "/layer.tar", index::LayerWriteOptions{});
+    auto blob =
+        test::WriteSeekableBlob(GetParam(), tar, dir_ + "/layer.tar", index::LayerWriteOptions{});
     ASSERT_TRUE(blob.ok()) << blob.status().message();
     blob_ = std::move(*blob);
     ChunkStoreOptions so;
@@ -70,7 +71,8 @@ class StartupPrefetchTest : public ::testing::TestWithParam<index::SeekableForma
     store_ = std::move(*store);
     auto fake = std::make_unique<FakeBlobSource>(blob_, "layer");
     fake_ = fake.get();
-    auto idx = index::OpenLayerIndex(*fake, test::SeekableMediaType(GetParam()), "sha256:layer", nullptr);
+    auto idx =
+        index::OpenLayerIndex(*fake, test::SeekableMediaType(GetParam()), "sha256:layer", nullptr);
     ASSERT_TRUE(idx.ok()) << idx.status().message();
     std::vector<index::ViewLayer> layers;
     layers.push_back({std::move(fake), std::move(*idx)});
@@ -117,14 +119,14 @@ TEST_P(StartupPrefetchTest, CommandClosureAndConfigAreFetchedBeforeAnyRead) {
   prefetcher.AddCommand("app", "/nowhere:/usr/local/bin:/usr/bin:/bin");
   prefetcher.Wait();
   reader_->Flush();
-  for (const char* p : {"usr/bin/app", "lib64/ld-linux-x86-64.so.2",
-                        "usr/lib/x86_64-linux-gnu/libfoo.so.1.2",
-                        "usr/lib/x86_64-linux-gnu/libbar.so.2", "usr/lib/app/libpriv.so",
-                        "etc/passwd", "etc/app/app.conf", "etc/app/conf.d/a.conf"}) {
+  for (const char* p :
+       {"usr/bin/app", "lib64/ld-linux-x86-64.so.2", "usr/lib/x86_64-linux-gnu/libfoo.so.1.2",
+        "usr/lib/x86_64-linux-gnu/libbar.so.2", "usr/lib/app/libpriv.so", "etc/passwd",
+        "etc/app/app.conf", "etc/app/conf.d/a.conf"}) {
     EXPECT_TRUE(Cached(p)) << p;
   }
-  for (const char* p : {"usr/lib/x86_64-linux-gnu/libunused.so.1", "usr/bin/other", "big",
-                        "etc/app/huge.dat"}) {
+  for (const char* p :
+       {"usr/lib/x86_64-linux-gnu/libunused.so.1", "usr/bin/other", "big", "etc/app/huge.dat"}) {
     EXPECT_FALSE(Cached(p)) << p;
   }
   const StartupPrefetchStats stats = prefetcher.Stats();
@@ -163,8 +165,8 @@ TEST_P(StartupPrefetchTest, ObservedElfReadQueuesItsLibraries) {
   // Not an ELF file nor a script: nothing happens.
   const index::Ino passwd = *view_->Resolve("etc/passwd");
   const std::string text = "root:x:0:0";
-  prefetcher.Observe(passwd, std::span<const uint8_t>(
-                                 reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  prefetcher.Observe(
+      passwd, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
   prefetcher.Wait();
   EXPECT_FALSE(Cached("etc/passwd"));
 }
