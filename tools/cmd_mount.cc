@@ -217,9 +217,11 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   auto served = std::make_shared<std::atomic<uint64_t>>(0);
   auto first_read = std::make_shared<std::atomic<bool>>(false);
   // Any ELF file the workload starts reading has its libraries queued (unless --prefetch
-  // none); imagefs run also queues its command's startup files (Background).
+  // none); imagefs run also queues its command's startup files (Background). Not while
+  // recording a profile: it reads through the same reader, and the profile must hold
+  // what the workload read, in its order.
   std::shared_ptr<store::StartupPrefetcher> startup;
-  if (req.prefetch != "none") {
+  if (req.prefetch != "none" && req.record_profile.empty()) {
     startup = std::make_shared<store::StartupPrefetcher>(*opened->view, *opened->reader);
   }
   filesystem->SetLowerReader([reader, served, first_read, startup](
@@ -432,7 +434,7 @@ int RunMount(const GlobalOptions& global_flags, const std::vector<std::string>& 
       ->check(CLI::IsMember({"auto", "none", "all"}));
   app.add_option("--record-profile", req.record_profile,
                  "At unmount, write the paths of lower files in first-read order (for "
-                 "imagefs convert --prefetch-profile)");
+                 "imagefs convert --prefetch-profile); no startup/ELF prefetch meanwhile");
   std::string fetch_timeout = "30s";
   app.add_option("--fetch-timeout", fetch_timeout,
                  "How long a read may wait for the registry (retries included) before it "
