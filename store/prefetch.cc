@@ -60,6 +60,25 @@ Status ReadWhole(CachedFileReader& reader, const FileInfo& f, std::vector<uint8_
 
 }  // namespace
 
+bool InPrefetchSet(const index::MergedView& view, index::Ino ino) {
+  auto origin = view.OriginOf(ino);
+  if (!origin.ok()) return false;
+  const index::LayerIndex& layer = *view.layers()[origin->layer].index;
+  std::span<const index::ChunkRef> chunks = layer.Chunks(origin->node);
+  if (layer.prefetch_end() == 0 || chunks.empty()) return false;
+  for (const index::ChunkRef& c : chunks) {
+    if (c.blob_offset + c.blob_length > layer.prefetch_end()) return false;
+  }
+  return true;
+}
+
+bool HasPrefetchSet(const index::MergedView& view) {
+  for (const index::ViewLayer& layer : view.layers()) {
+    if (layer.index->prefetch_end() > 0) return true;
+  }
+  return false;
+}
+
 std::string ProfileText(const index::MergedView& view, const std::vector<index::Ino>& order) {
   // Paths of every node, breadth-first from the root (names sorted, so the first name of a
   // hard link is the bytewise first path at the shallowest depth).

@@ -11,6 +11,9 @@
 // are read through the CachedFileReader (decoded, verified, stored), and the window is
 // dropped. Files already cached are skipped, so a remount fetches nothing again.
 //
+// Without any prefetch set, `auto` prefetches what the container's command needs to start
+// instead (store/startup_prefetch.h).
+//
 // Demand reads are never queued behind prefetch: they go straight to the registry for
 // anything outside the current window.
 
@@ -43,6 +46,12 @@ struct PrefetchStats {
 // preload(layer) gives the layer's PreloadBlobSource, or null when the layer is not
 // fetched through one (it is then read file by file).
 using PreloadFor = std::function<fetch::PreloadBlobSource*(uint32_t layer)>;
+
+// Whether ino is a file of its layer's prefetch set (ends below the layer's prefetch_end).
+bool InPrefetchSet(const index::MergedView& view, index::Ino ino);
+
+// Whether any layer has a prefetch set (an eStargz landmark, a convert --prefetch-profile).
+bool HasPrefetchSet(const index::MergedView& view);
 
 // The inodes prefetch would read, in order (for tests and `--prefetch` reporting).
 std::vector<index::Ino> PrefetchOrder(const index::MergedView& view, bool all);

@@ -39,7 +39,9 @@
 #include <string>
 
 #include "fs/filesystem.h"
+#include "fetch/manifest.h"
 #include "store/prefetch.h"
+#include "store/startup_prefetch.h"
 #include "fs/session.h"
 #include "tools/format.h"
 #include "tools/image_view.h"
@@ -52,18 +54,47 @@ namespace imagefs::tools {
 namespace {
 
 
-// Runs beside the session: prefetch (store/prefetch.h), and the mount record's
+// The argv[0] and PATH of the command imagefs run starts: the image's entrypoint and
+// command (or the run's command line), the image's PATH unless -e sets one.
+std::pair<std::string, std::string> RunCommand(const MountRequest& req,
+                                               const std::string& config_bytes) {
+  auto config = fetch::ParseImageConfig(config_bytes);
+  if (!config.ok()) return {};
+  std::vector<std::string> args = config->entrypoint;
+  const std::vector<std::string>& rest = req.run_command.empty() ? config->cmd : req.run_command;
+  args.insert(args.end(), rest.begin(), rest.end());
+  if (args.empty()) return {};
+  std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  for (const std::vector<std::string>& env : {config->env, req.run_env}) {
+    for (const std::string& e : env) {
+      if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
+    }
+  }
+  return {args[0], path};
+}
+
+// Runs beside the session: prefetch (store/prefetch.h; without a prefetch set, what the
+// run's command needs to start, store/startup_prefetch.h), and the mount record's
 // fetched-bytes count refreshed every second while it changes.
 class Background {
  public:
   Background(const GlobalOptions& global, const MountRequest& req, ImageView& image,
-             MountRecord record)
-      : global_(global), req_(req), image_(image), record_(std::move(record)) {}
+             MountRecord record, store::StartupPrefetcher* startup)
+      : global_(global), req_(req), image_(image), record_(std::move(record)), startup_(startup) {}
   ~Background() { Stop(); }
 
   void Start() {
     if (req_.prefetch != "none") {
       prefetch_ = std::thread([this] {
+        if (startup_ != nullptr && req_.run && !store::HasPrefetchSet(*image_.view)) {
+          auto [argv0, path] = RunCommand(req_, image_.opened.image.config_bytes);
+          startup_->AddCommand(argv0, path);
+          startup_->Wait();
+          const store::StartupPrefetchStats s = startup_->Stats();
+          LOG(kInfo) << "startup prefetch for " << argv0 << ": " << s.files << " files ("
+                     << s.bytes << " bytes) fetched, " << s.skipped << " already cached, "
+                     << s.elf << " ELF files";
+        }
         store::PrefetchOptions options;
         options.all = req_.prefetch == "all";
         options.stop = &stop_;
@@ -99,6 +130,7 @@ class Background {
       stop_ = true;
     }
     cv_.notify_all();
+    if (startup_ != nullptr) startup_->Stop();
     if (prefetch_.joinable()) prefetch_.join();
     if (stats_.joinable()) stats_.join();
     image_.reader->Flush();
@@ -115,6 +147,7 @@ class Background {
   const MountRequest& req_;
   ImageView& image_;
   MountRecord record_;
+  store::StartupPrefetcher* startup_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<bool> stop_{false};
@@ -184,13 +217,24 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   // included), logged at the end beside the bytes fetched.
   auto served = std::make_shared<std::atomic<uint64_t>>(0);
   auto first_read = std::make_shared<std::atomic<bool>>(false);
-  filesystem->SetLowerReader([reader, served, first_read](fs::Ino ino, uint64_t offset,
-                                                          std::span<uint8_t> out) {
+  // Any ELF file the workload starts reading has its libraries queued (unless --prefetch
+  // none); imagefs run also queues its command's startup files (Background). Not while
+  // recording a profile: it reads through the same reader, and the profile must hold
+  // what the workload read, in its order.
+  std::shared_ptr<store::StartupPrefetcher> startup;
+  if (req.prefetch != "none" && req.record_profile.empty()) {
+    startup = std::make_shared<store::StartupPrefetcher>(*opened->view, *opened->reader);
+  }
+  filesystem->SetLowerReader([reader, served, first_read, startup](
+                                 fs::Ino ino, uint64_t offset, std::span<uint8_t> out) {
     if (!first_read->load(std::memory_order_relaxed) && !first_read->exchange(true)) {
       LogPhase("first-read");
     }
     auto n = reader->Read(ino, offset, out);
-    if (n.ok()) *served += *n;
+    if (n.ok()) {
+      *served += *n;
+      if (offset == 0 && startup != nullptr) startup->Observe(ino, out.first(*n));
+    }
     return n;
   });
 
@@ -213,7 +257,7 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   if (Status recorded = RecordMount(global.root, record); !recorded.ok()) {
     LOG(kWarn) << "recording the mount: " << recorded.message();
   }
-  Background background(global, req, *opened, record);
+  Background background(global, req, *opened, record, startup.get());
   background.Start();
   LogPhase("mounted");
   if (notify_fd >= 0) {
@@ -384,12 +428,14 @@ int RunMount(const GlobalOptions& global_flags, const std::vector<std::string>& 
                  "always: ask the registry; never: only a stored image");
   app.add_option("--prefetch", req.prefetch,
                  "auto: fetch the image's prefetch files (eStargz landmark, imagefs convert "
-                 "--prefetch-profile) first (default); all: then every other file in the "
-                 "background; none")
+                 "--prefetch-profile) first (default; without them, imagefs run fetches its "
+                 "command, the command's libraries and small config files first); any ELF "
+                 "file read has its libraries fetched at once; all: then every other file "
+                 "in the background; none: nothing ahead of reads")
       ->check(CLI::IsMember({"auto", "none", "all"}));
   app.add_option("--record-profile", req.record_profile,
                  "At unmount, write the paths of lower files in first-read order (for "
-                 "imagefs convert --prefetch-profile)");
+                 "imagefs convert --prefetch-profile); no startup/ELF prefetch meanwhile");
   std::string fetch_timeout = "30s";
   app.add_option("--fetch-timeout", fetch_timeout,
                  "How long a read may wait for the registry (retries included) before it "

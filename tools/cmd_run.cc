@@ -584,6 +584,9 @@ int DoRun(const GlobalOptions& global, RunOptions opts) {
   req.pull = *policy;
   req.prefetch = opts.prefetch;
   req.record_profile = opts.record_profile;
+  req.run = true;
+  req.run_command = opts.command;
+  req.run_env = opts.env;
   auto daemon = StartMount(global, req);
   if (!daemon.ok()) return abandon(daemon.status());
   // What the mount resolved the image to (origin.json, written before it mounted).

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 #include "tools/command.h"
 #include "tools/image_view.h"
@@ -22,6 +23,12 @@ struct MountRequest {
   PullPolicy pull = PullPolicy::kMissing;
   std::string prefetch = "auto";  // auto | none | all
   std::string record_profile;     // absolute; "" for none
+  // Set by imagefs run: the container's command line as given (empty: the image's Cmd)
+  // and its -e variables, so that `--prefetch auto` on an image without a prefetch set
+  // fetches what the command needs to start (store/startup_prefetch.h).
+  bool run = false;
+  std::vector<std::string> run_command;
+  std::vector<std::string> run_env;
 };
 
 // Forks the serving daemon (its own session, logging to --root/logs/mount-<pid>.log),

@@ -7,6 +7,7 @@
 
 #include "index/layer_writer.h"
 #include "tests/index/index_test_util.h"
+#include "tests/store/seekable_layer_util.h"
 #include "tests/testing/fake_blob_source.h"
 #include "util/file.h"
 
@@ -28,17 +29,11 @@ class PrefetchTest : public ::testing::TestWithParam<index::SeekableFormat> {
     }
     tar += index::test::File("big", index::test::RandomBytes(5 << 20, 99));
     tar += index::test::EndOfArchive();
-    ASSERT_TRUE(WriteFileAtomic(dir_ + "/layer.tar", tar).ok());
     index::LayerWriteOptions options;
     options.prefetch_paths = {"etc/f7", "etc/f3", "etc/f12"};
-    auto written = index::WriteSeekableLayer(
-        GetParam(), dir_ + "/layer.tar",
-        [&](std::span<const uint8_t> data) {
-          blob_.append(reinterpret_cast<const char*>(data.data()), data.size());
-          return Status::Ok();
-        },
-        options);
-    ASSERT_TRUE(written.ok()) << written.status().message();
+    auto blob = test::WriteSeekableBlob(GetParam(), tar, dir_ + "/layer.tar", options);
+    ASSERT_TRUE(blob.ok()) << blob.status().message();
+    blob_ = std::move(*blob);
     ChunkStoreOptions so;
     so.dir = dir_ + "/store";
     auto store = ChunkStore::Open(so);
@@ -50,10 +45,8 @@ class PrefetchTest : public ::testing::TestWithParam<index::SeekableFormat> {
   std::unique_ptr<index::MergedView> View() {
     auto fake = std::make_unique<FakeBlobSource>(blob_, "layer");
     fake_ = fake.get();
-    const char* media_type = GetParam() == index::SeekableFormat::kEstargz
-                                 ? "application/vnd.oci.image.layer.v1.tar+gzip"
-                                 : "application/vnd.oci.image.layer.v1.tar+zstd";
-    auto idx = index::OpenLayerIndex(*fake, media_type, "sha256:layer", nullptr);
+    auto idx = index::OpenLayerIndex(*fake, test::SeekableMediaType(GetParam()), "sha256:layer",
+                                     nullptr);
     EXPECT_TRUE(idx.ok()) << idx.status().message();
     if (!idx.ok()) return nullptr;
     EXPECT_GT((*idx)->prefetch_end(), 0u);

@@ -1,0 +1,130 @@
+#pragma once
+
+// Startup prefetch: for images without a prefetch set (no eStargz landmark, no recorded
+// profile), fetch what a program needs to start before it asks, so its start is a few
+// round trips of parallel requests instead of one round trip per file.
+//
+// - A file added (AddPath, AddCommand) is fetched whole through the CachedFileReader
+//   (one read per content chunk, in parallel) by one of a few worker threads, so the
+//   files of one step are fetched in parallel.
+// - An ELF file's interpreter (PT_INTERP) and DT_NEEDED libraries (store/elf.h), found as
+//   ld.so would — DT_RUNPATH/DT_RPATH dirs ($ORIGIN expanded), then the multiarch and
+//   standard lib dirs, symlinks followed inside the image — are added in turn, so a
+//   binary's whole library closure arrives in as many steps as its dependency depth.
+//   A "#!" script's interpreter likewise.
+// - Observe(ino, first bytes) is the mount's hook for a workload's read at offset 0: an
+//   ELF file (or script) being read has its libraries (interpreter) queued at once; the
+//   file itself is left to its demand reads.
+// - AddCommand (imagefs run, which knows the command): argv[0] found through PATH as
+//   execvp would, plus the small config files a process typically reads at startup
+//   (/etc/passwd, /etc/group, /etc/nsswitch.conf, ...), then the small files under
+//   /etc/<argv0's name>/ (nginx's /etc/nginx), then those of /usr/lib/<name>/ and
+//   /usr/share/<name>/ (nginx's modules and default page), each dir within a byte budget.
+//   The command, the libraries and those few files go first (workers take the most
+//   urgent queue first), then the config dir, then the data dirs.
+//
+// Files inside a layer's prefetch set (store/prefetch.h) are left to that prefetch.
+// Thread safety: every method may be called from any thread.
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "index/merged_view.h"
+#include "store/cached_reader.h"
+#include "util/status.h"
+
+namespace imagefs::store {
+
+struct StartupPrefetchOptions {
+  size_t threads = 32;                    // files fetched at once
+  uint64_t max_file = 64ull << 20;        // larger files are not fetched whole (<= 16 chunks)
+  uint64_t max_config_file = 256 << 10;   // per file of /etc/<name>/
+  uint64_t max_config_dir = 2ull << 20;   // all files of /etc/<name>/
+  uint64_t max_data_dir = 1ull << 20;     // all files of /usr/lib/<name>/, /usr/share/<name>/
+};
+
+struct StartupPrefetchStats {
+  uint64_t files = 0;    // files fetched whole
+  uint64_t bytes = 0;    // their bytes
+  uint64_t skipped = 0;  // already cached
+  uint64_t elf = 0;      // ELF files whose dependencies were read
+};
+
+// A path inside the view with every symlink followed ("/lib" -> "usr/lib" included):
+// the file's inode and its path without symlinks. ELOOP after 40 links.
+Result<std::pair<index::Ino, std::string>> FollowPath(const index::MergedView& view,
+                                                      std::string_view path);
+
+class StartupPrefetcher {
+ public:
+  StartupPrefetcher(const index::MergedView& view, CachedFileReader& reader,
+                    StartupPrefetchOptions options = {});
+  ~StartupPrefetcher();  // Stop()
+  StartupPrefetcher(const StartupPrefetcher&) = delete;
+  StartupPrefetcher& operator=(const StartupPrefetcher&) = delete;
+
+  // Queues the file at path (absolute, inside the image); a missing one is ignored.
+  void AddPath(const std::string& path);
+  // Queues what running argv0 with this PATH needs first (see above).
+  void AddCommand(const std::string& argv0, const std::string& path_env);
+  // A workload read the first bytes of ino (offset 0): queue an ELF file's libraries.
+  void Observe(index::Ino ino, std::span<const uint8_t> head);
+  // Until nothing is queued or being fetched.
+  void Wait();
+  // Ends the workers (queued files are dropped); later calls queue nothing.
+  void Stop();
+  StartupPrefetchStats Stats() const;
+
+ private:
+  struct Task {
+    index::Ino ino = 0;
+    std::string path;  // "" when unknown (observed reads)
+    bool fetch = true;
+  };
+  // Queues, most urgent first: the command, its libraries and the files every process
+  // reads; the command's config dir; its data dirs.
+  enum Priority { kExec = 0, kConfig = 1, kData = 2, kPriorities = 3 };
+  // Queues ino unless seen before (or in a prefetch set, or not a regular file).
+  void Enqueue(index::Ino ino, std::string path, bool fetch, Priority priority);
+  void AddPath(const std::string& path, Priority priority);
+  bool Empty() const {  // mu_ held
+    for (const auto& q : queues_) {
+      if (!q.empty()) return false;
+    }
+    return true;
+  }
+  void Worker();
+  void Process(const Task& task);
+  // Where ld.so would find `name` needed by the object at obj_path.
+  Result<std::pair<index::Ino, std::string>> FindLibrary(const std::string& name,
+                                                         const std::vector<std::string>& runpath,
+                                                         uint16_t machine,
+                                                         const std::string& obj_path) const;
+  void AddConfigDir(index::Ino dir, const std::string& path, int depth, uint64_t& budget,
+                    Priority priority);
+
+  const index::MergedView& view_;
+  CachedFileReader& reader_;
+  const StartupPrefetchOptions options_;
+  mutable std::mutex mu_;  // guards everything below
+  std::condition_variable cv_;       // work queued or stop
+  std::condition_variable idle_cv_;  // queue empty and nothing active
+  std::deque<Task> queues_[kPriorities];
+  std::unordered_set<index::Ino> seen_;
+  size_t active_ = 0;
+  bool stop_ = false;
+  StartupPrefetchStats stats_;
+  std::vector<std::thread> workers_;  // started by the first Enqueue
+};
+
+}  // namespace imagefs::store
