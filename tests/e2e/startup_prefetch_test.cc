@@ -13,21 +13,18 @@
 
 #include "tests/e2e/imagefs_runner.h"
 #include "tests/e2e/mounts.h"
+#include "tests/e2e/oracle.h"
 #include "tests/testing/registry.h"
 #include "util/file.h"
 
 namespace imagefs::testing {
 namespace {
 
-class StartupPrefetchE2eTest : public ::testing::Test {
+class StartupPrefetchE2eTest : public RegistrySuite {
  protected:
   static void SetUpTestSuite() {
-    auto reg = TestRegistry::Start(RegistryFlavor::kPlain);
-    ASSERT_TRUE(reg.ok()) << reg.status().message();
-    registry_ = reg->release();
-    auto dir = MakeTempDir("/tmp", "startup-prefetch-e2e-");
-    ASSERT_TRUE(dir.ok());
-    dir_ = new std::string(*dir);
+    StartRegistrySuite("startup-prefetch-e2e-");
+    if (HasFatalFailure()) return;
     // /bin/true, its closure, and an unrelated file; one layer; an archive to convert.
     libs_ = new std::vector<std::string>;
     const std::string closure =
@@ -58,13 +55,9 @@ class StartupPrefetchE2eTest : public ::testing::Test {
     }
   }
   static void TearDownTestSuite() {
-    delete registry_;
-    registry_ = nullptr;
-    if (dir_ != nullptr) (void)RemoveAll(*dir_);
-    delete dir_;
-    dir_ = nullptr;
     delete libs_;
     libs_ = nullptr;
+    RegistrySuite::TearDownTestSuite();
   }
 
   // Registry bytes for reading the libraries whole after the first 64 bytes of /bin/true,
@@ -97,14 +90,8 @@ class StartupPrefetchE2eTest : public ::testing::Test {
     return bytes;
   }
 
-  static TestRegistry* registry_;
-  static std::string* dir_;
-  static std::vector<std::string>* libs_;
+  inline static std::vector<std::string>* libs_ = nullptr;
 };
-
-TestRegistry* StartupPrefetchE2eTest::registry_ = nullptr;
-std::string* StartupPrefetchE2eTest::dir_ = nullptr;
-std::vector<std::string>* StartupPrefetchE2eTest::libs_ = nullptr;
 
 TEST_F(StartupPrefetchE2eTest, ReadingAnElfFilesHeaderFetchesItsLibraries) {
   for (const std::string format : {"zstd-chunked", "estargz"}) {
