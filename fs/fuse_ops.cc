@@ -302,7 +302,7 @@ void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (Ctx(req).stateless_dirs) {
     // No OPENDIR/RELEASEDIR per directory from now on (FUSE_NO_OPENDIR_SUPPORT): the
     // kernel opens directories itself with keep_cache and cache_readdir, as below, and
-    // every READDIR lists afresh (ReadDirStateless).
+    // READDIRs come without a handle (ReadDirStateless).
     fuse_reply_err(req, ENOSYS);
     return;
   }
@@ -363,8 +363,9 @@ void ReplyDirEntries(fuse_req_t req, fuse_ino_t ino, size_t size, bool plus, con
   fuse_reply_buf(req, buf.data(), used);
 }
 
-// Stateless offsets: each READDIR lists the directory again, so an offset cannot be a
-// position in one listing (a name removed between two READDIRs, as `rm -r` does, would
+// Stateless offsets: a READDIR may find its pass's snapshot gone (DirListings pushed it
+// out, or another reader restarted the directory) and continue in a new one, so an offset
+// cannot be a position in one listing (a name removed in between, as `rm -r` does, would
 // shift the rest and skip one). The cookie is a hash of the name instead, and entries go
 // out in cookie order: a cookie keeps its place whatever else comes and goes (ext4's hash
 // cookies do the same). "." is 1, ".." 2, names 3 to 2^63-1 (loff_t). Two names with one
@@ -381,23 +382,81 @@ uint64_t DirCookie(std::string_view name) {
   return h < 3 ? h + 3 : h;
 }
 
-void ReadDirStateless(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
-  Filesystem& fs = Fs(req);  // req is gone once replied to
-  auto dir = fs.OpenDir(ino);
-  if (!dir.ok()) return ReplyError(req, dir.status());
-  std::vector<std::pair<uint64_t, const DirHandle::Item*>> order;
-  order.reserve((*dir)->items().size());
-  for (const DirHandle::Item& item : (*dir)->items()) order.emplace_back(DirCookie(item.name), &item);
+}  // namespace
+
+DirListings::Listing::Listing(Filesystem& f, Ino i, std::unique_ptr<DirHandle> d)
+    : fs(f), ino(i), dir(std::move(d)) {
+  order.reserve(dir->items().size());
+  for (const DirHandle::Item& item : dir->items()) order.emplace_back(DirCookie(item.name), &item);
   std::sort(order.begin(), order.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
+}
+
+DirListings::Listing::~Listing() { fs.ReleaseDir(std::move(dir)); }
+
+std::shared_ptr<DirListings::Listing> DirListings::Find(Ino ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = recent_.rbegin(); it != recent_.rend(); ++it) {
+    if ((*it)->ino == ino) return *it;
+  }
+  return nullptr;
+}
+
+void DirListings::Put(std::shared_ptr<Listing> listing) {
+  std::vector<std::shared_ptr<Listing>> gone;  // released outside the lock
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = recent_.begin(); it != recent_.end();) {
+    if ((*it)->ino == listing->ino) {
+      gone.push_back(std::move(*it));
+      it = recent_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  recent_.push_back(std::move(listing));
+  if (recent_.size() > kMax) {
+    gone.push_back(std::move(recent_.front()));
+    recent_.erase(recent_.begin());
+  }
+}
+
+void DirListings::Drop(const Listing* listing) {
+  std::shared_ptr<Listing> gone;  // released outside the lock
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = recent_.begin(); it != recent_.end(); ++it) {
+    if (it->get() == listing) {
+      gone = std::move(*it);
+      recent_.erase(it);
+      return;
+    }
+  }
+}
+
+namespace {
+
+void ReadDirStateless(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  FuseContext& ctx = Ctx(req);  // req is gone once replied to
+  std::shared_ptr<DirListings::Listing> listing =
+      off == 0 ? nullptr : ctx.listings.Find(ino);
+  if (listing == nullptr) {
+    auto dir = ctx.filesystem->OpenDir(ino);
+    if (!dir.ok()) return ReplyError(req, dir.status());
+    listing = std::make_shared<DirListings::Listing>(*ctx.filesystem, ino, std::move(*dir));
+    ctx.listings.Put(listing);
+  }
+  const auto& order = listing->order;
+  bool at_end = true;
   ReplyDirEntries(req, ino, size, plus, [&](const auto& emit) {
     auto it = std::upper_bound(order.begin(), order.end(), static_cast<uint64_t>(off),
                                [](uint64_t o, const auto& e) { return o < e.first; });
     for (; it != order.end(); ++it) {
-      if (!emit(*it->second, it->first)) return;
+      if (!emit(*it->second, it->first)) {
+        at_end = false;
+        return;
+      }
     }
   });
-  fs.ReleaseDir(std::move(*dir));
+  if (at_end) ctx.listings.Drop(listing.get());
 }
 
 void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,

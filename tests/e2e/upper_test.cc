@@ -424,7 +424,7 @@ TEST_F(UpperTest, WritesDoNotAskForSecurityCapabilityEachTime) {
   ASSERT_EQ(Imagefs({"umount", mnt.dir()}).exit_code, 0);
 }
 
-// Directory reads are stateless (no OPENDIR; each READDIR lists afresh): a listing that
+// Directories are read without OPENDIR (fs/fuse_ops.cc ReadDirStateless): a listing that
 // runs over several READDIRs while its entries are removed (rm -r, find -delete) must
 // still see every entry exactly once, and so must one that runs while others are added.
 TEST_F(UpperTest, AListingSeesEveryEntryOnceWhileEntriesComeAndGo) {
