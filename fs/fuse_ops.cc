@@ -99,7 +99,9 @@ Status KillSuidSgidOf(fuse_req_t req, Ino ino, const FileHandle* fh) {
   r.mode = killed;
   auto st = Fs(req).SetAttr(ino, r, fh, CallerOf(req));
   if (!st.ok()) return st.status();
-  if (Ctx(req).session != nullptr) (void)fuse_lowlevel_notify_inval_inode(Ctx(req).session, ino, -1, 0);
+  if (fuse_session* se = Ctx(req).session; se != nullptr) {
+    (void)fuse_lowlevel_notify_inval_inode(se, ino, -1, 0);
+  }
   return Status::Ok();
 }
 
@@ -199,7 +201,8 @@ void OnSetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
     struct stat now = entry->attr;
     if (r.set_mode) now.st_mode = r.mode;
     const mode_t mode = now.st_mode & 07777;
-    const mode_t killed = (r.set_uid || r.set_gid) ? KillSuidSgid(mode, false) : KilledMode(req, now);
+    const mode_t killed =
+        (r.set_uid || r.set_gid) ? KillSuidSgid(mode, false) : KilledMode(req, now);
     if (killed != mode) {
       r.set_mode = true;
       r.mode = killed;

@@ -46,12 +46,16 @@ KernelRequestInfo InspectKernelRequest(std::span<const uint8_t> message) {
   switch (header.opcode) {
     case FUSE_WRITE: {
       fuse_write_in in;
-      if (ReadStruct(message, args, &in)) info.kill_suidgid = in.write_flags & FUSE_WRITE_KILL_SUIDGID;
+      if (ReadStruct(message, args, &in)) {
+        info.kill_suidgid = in.write_flags & FUSE_WRITE_KILL_SUIDGID;
+      }
       break;
     }
     case FUSE_OPEN: {
       fuse_open_in in;
-      if (ReadStruct(message, args, &in)) info.kill_suidgid = in.open_flags & FUSE_OPEN_KILL_SUIDGID;
+      if (ReadStruct(message, args, &in)) {
+        info.kill_suidgid = in.open_flags & FUSE_OPEN_KILL_SUIDGID;
+      }
       break;
     }
     case FUSE_INIT: {

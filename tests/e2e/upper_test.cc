@@ -392,8 +392,8 @@ TEST_F(UpperTest, SetUidAndSetGidAreClearedAsOnKernelOverlayfs) {
   // Spelled out: cleared by non-root changes and by chown; kept for root's write. Set-gid
   // without group-execute stays for a writer in the file's group (m), not for others (n).
   EXPECT_EQ(want,
-            "kp/c 755 10\nkp/d 775 10\nkp/g 777 12\nkp/m 2767 12\nkp/n 767 12\nkp/o 777 0\nkp/r 6777 12\nkp/t 777 1\n"
-            "kp/w 777 12\ndata/hello.txt 777 21\n");
+            "kp/c 755 10\nkp/d 775 10\nkp/g 777 12\nkp/m 2767 12\nkp/n 767 12\n"
+            "kp/o 777 0\nkp/r 6777 12\nkp/t 777 1\nkp/w 777 12\ndata/hello.txt 777 21\n");
   // Seen again after the kernel's cached attributes are gone (a remount).
   ASSERT_EQ(Imagefs({"umount", mnt.dir()}).exit_code, 0);
   r = Imagefs({"mount", "--upper", Dir("upper"), *busybox_, mnt.dir()});
@@ -413,7 +413,8 @@ TEST_F(UpperTest, WritesDoNotAskForSecurityCapabilityEachTime) {
                             std::string(fs::kGetxattrCountXattr) + "').decode())\"";
   const std::string before = Shell(count);
   Shell("python3 -c \"import os\nfd = os.open('" + mnt.dir() +
-        "/data/many', os.O_CREAT | os.O_WRONLY, 0o644)\nfor i in range(200): os.write(fd, b'x' * 100)\n"
+        "/data/many', os.O_CREAT | os.O_WRONLY, 0o644)\n"
+        "for i in range(200): os.write(fd, b'x' * 100)\n"
         "os.close(fd)\"");
   const std::string after = Shell(count);
   ASSERT_FALSE(before.empty());
