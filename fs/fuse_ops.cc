@@ -7,9 +7,13 @@
 #include <cerrno>
 #include <fcntl.h>
 
+#include <algorithm>
 #include <cstring>
+#include <string_view>
+#include <utility>
 #include <vector>
 
+#include "fs/kernel_shim.h"
 #include "fs/session.h"
 #include "util/log.h"
 
@@ -54,6 +58,53 @@ FileHandle* Handle(fuse_file_info* fi) {
   return fi == nullptr ? nullptr : reinterpret_cast<FileHandle*>(fi->fh);
 }
 
+// Whether the caller is outside group `gid` (neither its own nor a supplementary group;
+// outside when the kernel will not say). Only asked for a set-gid file without
+// group-execute, which is rare: fuse_req_getgroups reads /proc.
+bool CallerOutsideGroup(fuse_req_t req, gid_t gid) {
+  if (fuse_req_ctx(req)->gid == gid) return false;
+  std::vector<gid_t> groups(64);
+  int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
+  if (n > static_cast<int>(groups.size())) {
+    groups.resize(static_cast<size_t>(n));
+    n = fuse_req_getgroups(req, n, groups.data());
+  }
+  for (int i = 0; i < n && i < static_cast<int>(groups.size()); ++i) {
+    if (groups[static_cast<size_t>(i)] == gid) return false;
+  }
+  return true;
+}
+
+// The mode after the kill a WRITE, OPEN or truncate asks for (the caller lacks
+// CAP_FSETID): set-gid without group-execute goes for a caller outside the group.
+mode_t KilledMode(fuse_req_t req, const struct stat& st) {
+  const mode_t mode = st.st_mode & 07777;
+  const bool lock_marker = (mode & S_ISGID) && !(mode & S_IXGRP);
+  return KillSuidSgid(mode, lock_marker && CallerOutsideGroup(req, st.st_gid));
+}
+
+// FUSE_HANDLE_KILLPRIV_V2 (fs/kernel_shim.h): the kernel leaves clearing set-uid/set-gid
+// to the daemon and says when (a write, truncate or O_TRUNC open by a caller without
+// CAP_FSETID; a chown). The daemon runs as root, so the upper file's own kernel would
+// keep the bits on a write: clear them here, before the change, and drop the kernel's
+// cached mode.
+Status KillSuidSgidOf(fuse_req_t req, Ino ino, const FileHandle* fh) {
+  auto entry = Fs(req).GetEntry(ino, fh);
+  if (!entry.ok()) return entry.status();
+  const mode_t mode = entry->attr.st_mode & 07777;
+  const mode_t killed = KilledMode(req, entry->attr);
+  if (killed == mode) return Status::Ok();
+  SetAttrRequest r;
+  r.set_mode = true;
+  r.mode = killed;
+  auto st = Fs(req).SetAttr(ino, r, fh, CallerOf(req));
+  if (!st.ok()) return st.status();
+  if (fuse_session* se = Ctx(req).session; se != nullptr) {
+    (void)fuse_lowlevel_notify_inval_inode(se, ino, -1, 0);
+  }
+  return Status::Ok();
+}
+
 void OnInit(void* userdata, fuse_conn_info* conn) {
   auto* ctx = static_cast<FuseContext*>(userdata);
   conn->max_read = ctx->max_read;
@@ -66,6 +117,9 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   if (!ctx->filesystem->writable()) want(FUSE_CAP_CACHE_SYMLINKS);
   want(FUSE_CAP_READDIRPLUS);
   want(FUSE_CAP_PARALLEL_DIROPS);
+  // Directories without OPENDIR/RELEASEDIR (two requests per directory of a walk), when
+  // the kernel can (OnOpenDir answers ENOSYS once; readdir stays cached).
+  ctx->stateless_dirs = ctx->stateless_dirs_wanted && (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT);
   // Write-back cache on writable mounts: the kernel gathers small writes (tar's 10 KiB
   // blocks) into page-sized and larger WRITEs, keeps size and mtime itself, and writes the
   // pages back at the latest on close(2) and fsync(2) (so what a kill -9 of the daemon can
@@ -75,8 +129,9 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   if (ctx->filesystem->writable() && ctx->writeback_cache) want(FUSE_CAP_WRITEBACK_CACHE);
   ctx->writeback = (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0;
-  // No handle_killpriv: the kernel clears set-uid/set-gid itself with a setattr before a
-  // write, truncate or chown by a caller without CAP_FSETID, as on a local filesystem.
+  // No handle_killpriv (v1): the kernel would then clear set-uid/set-gid only through
+  // the daemon. Writable mounts ask for FUSE_HANDLE_KILLPRIV_V2 instead, through the shim
+  // (libfuse 3.14 has no capability for it): see KillSuidSgidOf.
   conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
 }
 
@@ -136,6 +191,23 @@ void OnSetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   r.size = attr->st_size;
   r.atime = attr->st_atim;
   r.mtime = attr->st_mtim;
+  // FATTR_KILL_SUIDGID (libfuse 3.14 passes it as FUSE_SET_ATTR_KILL_SUID) under
+  // FUSE_HANDLE_KILLPRIV_V2: a chown (any caller: set-gid without group-execute stays, as
+  // the VFS keeps it for a caller in the group or with CAP_FSETID, and a chown's caller is
+  // one of them), or a truncate by a caller without CAP_FSETID.
+  if (to_set & FUSE_SET_ATTR_KILL_SUID) {
+    auto entry = Fs(req).GetEntry(ino, Handle(fi));
+    if (!entry.ok()) return ReplyError(req, entry.status());
+    struct stat now = entry->attr;
+    if (r.set_mode) now.st_mode = r.mode;
+    const mode_t mode = now.st_mode & 07777;
+    const mode_t killed =
+        (r.set_uid || r.set_gid) ? KillSuidSgid(mode, false) : KilledMode(req, now);
+    if (killed != mode) {
+      r.set_mode = true;
+      r.mode = killed;
+    }
+  }
   auto st = Fs(req).SetAttr(ino, r, Handle(fi), CallerOf(req));
   if (!st.ok()) return ReplyError(req, st.status());
   // SetAttr copied the node up: it changes only through the mount from now on.
@@ -165,6 +237,13 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fh = Fs(req).Open(ino, fi->flags & ~O_APPEND);
   }
   if (!fh.ok()) return ReplyError(req, fh.status());
+  if (CurrentRequestKillsSuidSgid()) {  // O_TRUNC by a caller without CAP_FSETID
+    Status killed = KillSuidSgidOf(req, ino, fh->get());
+    if (!killed.ok()) {
+      Fs(req).Release(std::move(*fh));
+      return ReplyError(req, killed);
+    }
+  }
   SetOpenFlags(fi, **fh);
   FileHandle* raw = fh->release();  // owned until release
   if (fuse_reply_open(req, fi) != 0) Fs(req).Release(std::unique_ptr<FileHandle>(raw));
@@ -196,8 +275,12 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   fuse_reply_buf(req, reinterpret_cast<const char*>(buffer.data()), *n);
 }
 
-void OnWrite(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
+void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
              fuse_file_info* fi) {
+  if (CurrentRequestKillsSuidSgid()) {
+    Status killed = KillSuidSgidOf(req, ino, Handle(fi));
+    if (!killed.ok()) return ReplyError(req, killed);
+  }
   auto n = Fs(req).Write(*Handle(fi), static_cast<uint64_t>(off),
                          std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(buf), size));
   if (!n.ok()) return ReplyError(req, n.status());
@@ -219,6 +302,13 @@ void OnFallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t lengt
 }
 
 void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (Ctx(req).stateless_dirs) {
+    // No OPENDIR/RELEASEDIR per directory from now on (FUSE_NO_OPENDIR_SUPPORT): the
+    // kernel opens directories itself with keep_cache and cache_readdir, as below, and
+    // READDIRs come without a handle (ReadDirStateless).
+    fuse_reply_err(req, ENOSYS);
+    return;
+  }
   auto dir = Fs(req).OpenDir(ino);
   if (!dir.ok()) return ReplyError(req, dir.status());
   fi->fh = reinterpret_cast<uint64_t>(dir->release());  // owned until releasedir
@@ -232,17 +322,18 @@ void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
 }
 
-void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
-                   bool plus) {
-  const auto* dir = reinterpret_cast<const DirHandle*>(fi->fh);
+// Fills one READDIR(PLUS) reply of at most `size` bytes from `each` (which calls its
+// argument per entry in order with the entry's offset cookie, until it returns false).
+template <typename ForEach>
+void ReplyDirEntries(fuse_req_t req, fuse_ino_t ino, size_t size, bool plus, const ForEach& each) {
   std::vector<char> buf(size);
   size_t used = 0;
   Filesystem& fs = Fs(req);
-  fs.ReadDir(*dir, static_cast<uint64_t>(off), [&](const DirHandle::Item& item, uint64_t next) {
+  each([&](const DirHandle::Item& item, uint64_t next) {
     size_t need;
     if (plus) {
       // Every entry but "." and ".." counts as a lookup in the kernel: take one, and give
-      // it back when the entry does not fit. A name gone since opendir is skipped.
+      // it back when the entry does not fit. A name gone since the listing is skipped.
       const bool dots = item.name == "." || item.name == "..";
       Result<Entry> entry = dots ? fs.GetEntry(item.ino) : fs.Lookup(ino, item.name);
       if (!entry.ok()) {
@@ -273,6 +364,111 @@ void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
     return true;
   });
   fuse_reply_buf(req, buf.data(), used);
+}
+
+// Stateless offsets: a READDIR may find its pass's snapshot gone (DirListings pushed it
+// out, or another reader restarted the directory) and continue in a new one, so an offset
+// cannot be a position in one listing (a name removed in between, as `rm -r` does, would
+// shift the rest and skip one). The cookie is a hash of the name instead, and entries go
+// out in cookie order: a cookie keeps its place whatever else comes and goes (ext4's hash
+// cookies do the same). "." is 1, ".." 2, names 3 to 2^63-1 (loff_t). Two names with one
+// 63-bit hash could lose one at a reply boundary; at 2^-63 per pair that is accepted.
+uint64_t DirCookie(std::string_view name) {
+  if (name == ".") return 1;
+  if (name == "..") return 2;
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : name) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  h &= (1ull << 63) - 1;
+  return h < 3 ? h + 3 : h;
+}
+
+}  // namespace
+
+DirListings::Listing::Listing(Filesystem& f, Ino i, std::unique_ptr<DirHandle> d)
+    : fs(f), ino(i), dir(std::move(d)) {
+  order.reserve(dir->items().size());
+  for (const DirHandle::Item& item : dir->items()) order.emplace_back(DirCookie(item.name), &item);
+  std::sort(order.begin(), order.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+}
+
+DirListings::Listing::~Listing() { fs.ReleaseDir(std::move(dir)); }
+
+std::shared_ptr<DirListings::Listing> DirListings::Find(Ino ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = recent_.rbegin(); it != recent_.rend(); ++it) {
+    if ((*it)->ino == ino) return *it;
+  }
+  return nullptr;
+}
+
+void DirListings::Put(std::shared_ptr<Listing> listing) {
+  std::vector<std::shared_ptr<Listing>> gone;  // released outside the lock
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = recent_.begin(); it != recent_.end();) {
+    if ((*it)->ino == listing->ino) {
+      gone.push_back(std::move(*it));
+      it = recent_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  recent_.push_back(std::move(listing));
+  if (recent_.size() > kMax) {
+    gone.push_back(std::move(recent_.front()));
+    recent_.erase(recent_.begin());
+  }
+}
+
+void DirListings::Drop(const Listing* listing) {
+  std::shared_ptr<Listing> gone;  // released outside the lock
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = recent_.begin(); it != recent_.end(); ++it) {
+    if (it->get() == listing) {
+      gone = std::move(*it);
+      recent_.erase(it);
+      return;
+    }
+  }
+}
+
+namespace {
+
+void ReadDirStateless(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  FuseContext& ctx = Ctx(req);  // req is gone once replied to
+  std::shared_ptr<DirListings::Listing> listing =
+      off == 0 ? nullptr : ctx.listings.Find(ino);
+  if (listing == nullptr) {
+    auto dir = ctx.filesystem->OpenDir(ino);
+    if (!dir.ok()) return ReplyError(req, dir.status());
+    listing = std::make_shared<DirListings::Listing>(*ctx.filesystem, ino, std::move(*dir));
+    ctx.listings.Put(listing);
+  }
+  const auto& order = listing->order;
+  bool at_end = true;
+  ReplyDirEntries(req, ino, size, plus, [&](const auto& emit) {
+    auto it = std::upper_bound(order.begin(), order.end(), static_cast<uint64_t>(off),
+                               [](uint64_t o, const auto& e) { return o < e.first; });
+    for (; it != order.end(); ++it) {
+      if (!emit(*it->second, it->first)) {
+        at_end = false;
+        return;
+      }
+    }
+  });
+  if (at_end) ctx.listings.Drop(listing.get());
+}
+
+void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+                   bool plus) {
+  const auto* dir = reinterpret_cast<const DirHandle*>(fi->fh);
+  if (dir == nullptr) return ReadDirStateless(req, ino, size, off, plus);
+  ReplyDirEntries(req, ino, size, plus, [&](const auto& emit) {
+    Fs(req).ReadDir(*dir, static_cast<uint64_t>(off), emit);
+  });
 }
 
 void OnReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
@@ -307,9 +503,12 @@ void ReplyXattr(fuse_req_t req, const Result<XattrReply>& reply, size_t size) {
 }
 
 void OnGetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  if (ino == FUSE_ROOT_ID && std::string_view(name) == kNodesXattr) {
-    // Debug: the node table's size, for leak checks (tests/e2e/stress_test). Not listed.
-    const std::string count = std::to_string(Fs(req).NodeCount());
+  const uint64_t getxattrs = ++Ctx(req).getxattrs;
+  // Debug, not listed: the node table's size, for leak checks (tests/e2e/stress_test), and
+  // the GETXATTR requests so far (tests/e2e/upper_test).
+  const bool nodes = std::string_view(name) == kNodesXattr;
+  if (ino == FUSE_ROOT_ID && (nodes || std::string_view(name) == kGetxattrCountXattr)) {
+    const std::string count = std::to_string(nodes ? Fs(req).NodeCount() : getxattrs);
     if (size != 0 && size < count.size()) return ReplyError(req, Status::FromErrno(ERANGE, name));
     return ReplyXattr(req, XattrReply{count.size(), size == 0 ? "" : count}, size);
   }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "fs/fuse_ops.h"
+#include "fs/kernel_shim.h"
 #include "util/log.h"
 
 namespace imagefs::fs {
@@ -125,6 +126,7 @@ int ReplyErrno(const Status& status) {
 struct Session::Context {
   FuseContext fuse;
   fuse_lowlevel_ops ops;
+  KernelShim shim;
 };
 
 Result<std::unique_ptr<Session>> Session::Mount(Filesystem& filesystem,
@@ -174,6 +176,14 @@ Result<std::unique_ptr<Session>> Session::Mount(Filesystem& filesystem,
                                       (why.empty() ? "" : ": " + why));
   }
   s->mounted_ = true;
+  // Writable mounts: FUSE_HANDLE_KILLPRIV_V2 through the /dev/fuse shim (one GETXATTR of
+  // security.capability per write(2) less; fs/kernel_shim.h).
+  s->context_->fuse.session = s->session_;
+  if (!options.read_only) {
+    s->context_->fuse.shim = &s->context_->shim;
+    Status st = s->context_->shim.Install(s->session_, /*handle_killpriv_v2=*/true);
+    if (!st.ok()) return Status::Internal("mounting " + options.mountpoint + ": " + st.message());
+  }
   // A directory copied up as a parent changes attributes (nlink) the kernel may hold for
   // long: drop them. Attributes only (offset < 0), which takes no inode lock.
   fuse_session* se = s->session_;
