@@ -960,6 +960,47 @@ TEST_F(RegistryClientTest, StaleTokenIsRefreshedOnceOn401) {
   EXPECT_EQ(issued.load() - before, 1);
 }
 
+// No /v2/ ping before the first manifest: the manifest request itself meets the 401, whose
+// challenge is followed (token) before the request is sent again with the token.
+TEST_F(RegistryClientTest, FirstManifestRequestMeetsTheChallengeWithoutAPing) {
+  std::atomic<int> issued{0};
+  std::unique_ptr<FakeServer> server;
+  server = std::make_unique<FakeServer>([&](const FakeRequest& req) -> FakeResponse {
+    if (req.path == "/token") {
+      return Json200(Json{{"token", "tok-" + std::to_string(++issued)}, {"expires_in", 300}}.dump());
+    }
+    std::string challenge = "Bearer realm=\"http://" + server->host() +
+                            "/token\",service=\"fake\",scope=\"repository:r:pull\"";
+    if (req.Header("authorization") != "Bearer tok-1") {
+      return {401, {{"WWW-Authenticate", challenge}}, R"({"errors":[]})"};
+    }
+    if (req.path == "/v2/") return Json200("{}");
+    return Json200("{\"schemaVersion\":2}", std::string(kOciManifest));
+  });
+  auto client = Client(server->host());
+  auto m = client->GetManifest("r", "t");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->bytes, "{\"schemaVersion\":2}");
+  EXPECT_EQ(client->BaseUrl(), "http://" + server->host());
+  EXPECT_EQ(issued.load(), 1);
+  std::vector<std::string> paths;
+  for (const FakeRequest& req : server->Requests()) paths.push_back(req.path);
+  EXPECT_EQ(paths, (std::vector<std::string>{"/v2/r/manifests/t", "/token", "/v2/r/manifests/t"}));
+  EXPECT_EQ(server->RequestsTo("/v2/r/manifests/t").back().Header("authorization"), "Bearer tok-1");
+}
+
+// A manifest request answered by neither scheme like a registry's (a web server's 404) is
+// judged by the ping, as before: the same failure as the ping's, which then went first.
+TEST_F(RegistryClientTest, ServerThatIsNoRegistryFailsAsThePingDoes) {
+  FakeServer server([&](const FakeRequest&) -> FakeResponse { return {404, {}, "no such page"}; });
+  auto m = Client(server.host())->GetManifest("r", "t");
+  ASSERT_FALSE(m.ok());
+  Status ping = Client(server.host())->Ping();
+  ASSERT_FALSE(ping.ok());
+  EXPECT_EQ(m.status().ToString(), ping.ToString());
+  EXPECT_EQ(server.RequestsTo("/v2/r/manifests/t").size(), 1u);  // the probe; no 2nd attempt
+}
+
 TEST_F(RegistryClientTest, ServerErrorsAreRetriedWithBackoffThenSucceed) {
   std::atomic<int> manifest_calls{0};
   FakeServer server([&](const FakeRequest& req) -> FakeResponse {
