@@ -26,6 +26,11 @@ constexpr int kMaxRedirects = 5;
 constexpr uint64_t kCoalesceGap = 64 << 10;       // merge ranges closer than this
 constexpr uint64_t kMaxCoalesced = 16 << 20;      // but keep one request at most this big
 constexpr size_t kMaxInFlight = 8;
+// A request larger than two of these is split into parallel requests of at least this
+// much (at most kMaxInFlight at once): over a WAN each connection starts slow (TCP slow
+// start doubles its window once per round trip), so 4 MB on one fresh connection takes ~8
+// round trips, in 8 parts ~5. The bytes sent are the same.
+constexpr uint64_t kSplitPiece = 128 << 10;
 constexpr auto kMaxRetryAfter = std::chrono::seconds(10);
 
 // "localhost:5000" -> "localhost", "[::1]:5000" -> "::1", "10.0.0.1" -> "10.0.0.1".
@@ -691,7 +696,7 @@ class RegistryBlobSource final : public BlobSource {
   Result<size_t> ReadAt(uint64_t offset, std::span<uint8_t> out) override {
     if (offset >= size_ || out.empty()) return size_t{0};
     uint64_t len = std::min<uint64_t>(out.size(), size_ - offset);
-    RETURN_IF_ERROR(Fetch(offset, len, out.data()));
+    RETURN_IF_ERROR(FetchSplit(offset, len, out.data(), kMaxInFlight));
     return static_cast<size_t>(len);
   }
 
@@ -733,14 +738,16 @@ class RegistryBlobSource final : public BlobSource {
       groups.push_back({r.offset, r.end(), {i}});
     }
     std::vector<Status> results(groups.size());
+    // Fewer groups than kMaxInFlight: the large ones are split over the spare connections.
+    const size_t pieces = std::max<size_t>(1, kMaxInFlight / std::max<size_t>(1, groups.size()));
     auto run = [&](size_t g) {
       const Group& grp = groups[g];
       if (grp.members.size() == 1) {
-        results[g] = Fetch(grp.begin, grp.end - grp.begin, outs[grp.members[0]].data());
+        results[g] = FetchSplit(grp.begin, grp.end - grp.begin, outs[grp.members[0]].data(), pieces);
         return;
       }
       std::vector<uint8_t> buf(grp.end - grp.begin);
-      results[g] = Fetch(grp.begin, buf.size(), buf.data());
+      results[g] = FetchSplit(grp.begin, buf.size(), buf.data(), pieces);
       if (!results[g].ok()) return;
       for (size_t i : grp.members) {
         std::copy_n(buf.data() + (ranges[i].offset - grp.begin), ranges[i].length, outs[i].data());
@@ -765,6 +772,26 @@ class RegistryBlobSource final : public BlobSource {
   }
 
  private:
+  // Fetch, in up to `pieces` parallel requests of at least kSplitPiece each.
+  Status FetchSplit(uint64_t offset, uint64_t len, uint8_t* out, size_t pieces) {
+    pieces = std::min<uint64_t>(pieces, len / kSplitPiece);
+    if (pieces < 2) return Fetch(offset, len, out);
+    const uint64_t each = (len + pieces - 1) / pieces;
+    std::vector<Status> results(pieces);
+    std::vector<std::thread> helpers;
+    for (size_t i = 1; i < pieces; ++i) {
+      const uint64_t at = i * each;
+      if (at >= len) break;
+      helpers.emplace_back([&, i, at] {
+        results[i] = Fetch(offset + at, std::min(each, len - at), out + at);
+      });
+    }
+    results[0] = Fetch(offset, std::min(each, len), out);
+    for (auto& t : helpers) t.join();
+    for (const Status& st : results) RETURN_IF_ERROR(st);
+    return Status::Ok();
+  }
+
   // Reads [offset, offset+len) straight into out, checking the response covers exactly it.
   Status Fetch(uint64_t offset, uint64_t len, uint8_t* out) {
     const uint64_t last = offset + len - 1;
