@@ -197,6 +197,12 @@ Status CheckRaw(const RawManifest& m, const std::string& where) {
 }  // namespace
 
 Result<ResolvedImage> ResolveImage(ImageSource& source, const FetchOptions& options) {
+  ASSIGN_OR_RETURN(ResolvedImage out, ResolveManifest(source, options));
+  RETURN_IF_ERROR(ResolveConfig(source, out));
+  return out;
+}
+
+Result<ResolvedImage> ResolveManifest(ImageSource& source, const FetchOptions& options) {
   const std::string where = source.Describe();
   ResolvedImage out;
   out.name = source.Name();
@@ -235,6 +241,11 @@ Result<ResolvedImage> ResolveImage(ImageSource& source, const FetchOptions& opti
   if (!parsed.ok()) return parsed.status().WithContext(where);
   out.parsed = std::move(parsed).value();
   out.manifest.media_type = out.parsed.media_type;
+  return out;
+}
+
+Status ResolveConfig(ImageSource& source, ResolvedImage& out) {
+  const std::string where = source.Describe();
   // Configs are kilobytes; refuse to buffer a "config" a hostile manifest made huge.
   constexpr int64_t kMaxConfigBytes = 64 << 20;
   if (out.parsed.config.size > kMaxConfigBytes) {
@@ -246,7 +257,7 @@ Result<ResolvedImage> ResolveImage(ImageSource& source, const FetchOptions& opti
   auto config = ParseImageConfig(out.config_bytes);
   if (!config.ok()) return config.status().WithContext(where);
   out.config = std::move(config).value();
-  return out;
+  return Status::Ok();
 }
 
 Result<std::string> FetchVerifiedBlob(ImageSource& source, const Descriptor& desc) {

@@ -114,6 +114,11 @@ struct ResolvedImage {
 // Fetches the manifest (choosing options.platform from an index), then the config,
 // checking each against its digest.
 Result<ResolvedImage> ResolveImage(ImageSource& source, const FetchOptions& options);
+// ResolveImage in two steps, for a caller that fetches the config while it does other
+// work (imagefs mount opens the layer indexes meanwhile): the manifest, leaving
+// config_bytes and config empty; then the config into `image` (it writes only those two).
+Result<ResolvedImage> ResolveManifest(ImageSource& source, const FetchOptions& options);
+Status ResolveConfig(ImageSource& source, ResolvedImage& image);
 
 // Reads a whole blob and checks it against desc.digest and desc.size.
 Result<std::string> FetchVerifiedBlob(ImageSource& source, const Descriptor& desc);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
+#include <future>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -25,6 +26,11 @@ constexpr int kMaxRedirects = 5;
 constexpr uint64_t kCoalesceGap = 64 << 10;       // merge ranges closer than this
 constexpr uint64_t kMaxCoalesced = 16 << 20;      // but keep one request at most this big
 constexpr size_t kMaxInFlight = 8;
+// A request larger than two of these is split into parallel requests of at least this
+// much (at most kMaxInFlight at once): over a WAN each connection starts slow (TCP slow
+// start doubles its window once per round trip), so 4 MB on one fresh connection takes ~8
+// round trips, in 8 parts ~5. The bytes sent are the same.
+constexpr uint64_t kSplitPiece = 128 << 10;
 constexpr auto kMaxRetryAfter = std::chrono::seconds(10);
 
 // "localhost:5000" -> "localhost", "[::1]:5000" -> "::1", "10.0.0.1" -> "10.0.0.1".
@@ -205,24 +211,76 @@ class Core {
     return base_url_;
   }
 
-  // Decides the scheme once: HTTPS, then plain HTTP where allowed.
+  // Decides the scheme once: HTTPS, then plain HTTP where allowed (GET /v2/).
   Status Ping() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!base_url_.empty()) return Status::Ok();
+    if (!BaseUrl().empty()) return Status::Ok();
+    Status not_registry;
+    ASSIGN_OR_RETURN(std::optional<HttpResponse> r,
+                     Probe(NewRequest("GET", "/v2/"), &not_registry, nullptr));
+    if (!r) return not_registry;
+    return Status::Ok();
+  }
+
+  // As Authorized, for a request whose url is a path ("/v2/x/manifests/t"). While the
+  // scheme is undecided the request itself decides it (Probe), without a /v2/ ping first:
+  // one round trip less before the first manifest. A 401 met on the way has its challenge
+  // learnt, and Authorized sends the request again with the credentials, as after a ping.
+  Result<HttpResponse> AuthorizedPath(HttpRequest req, const std::string& scope) {
+    int attempts = 0;
+    if (BaseUrl().empty()) {
+      Status not_registry;
+      bool busy = false;
+      ASSIGN_OR_RETURN(std::optional<HttpResponse> r, Probe(req, &not_registry, &busy));
+      if (r && r->status != 401) return *std::move(r);
+      // No answer like a registry's (a 404 of a mirror, a web server, a 5xx): the ping
+      // decides, and words the failure, as before. A 5xx / 429 counts as a first attempt.
+      if (!r) RETURN_IF_ERROR(Ping());
+      if (busy) attempts = 1;
     }
+    req.url = BaseUrl() + req.url;
+    return Authorized(std::move(req), scope, /*retry_transport=*/true, attempts);
+  }
+
+  // Sends `path_req` (its url a path) over HTTPS and, where allowed, plain HTTP, and adopts
+  // the first scheme, in that order, that answers like a registry (200 or 401; a 401's
+  // challenge is learnt). Both schemes are tried at once when the host names its port (both
+  // then reach the same server, which answers each at once; without a port plain HTTP goes
+  // to port 80, which may hang, so it waits for HTTPS to fail). Returns that answer; nullopt
+  // with *not_registry set when the server answered, but not like a registry; the first
+  // transport failure when none answered. (*not_registry is the first failure, as the
+  // user should read it.)
+  // With `busy` (not null) an answer 5xx / 429 is not retried here: *busy says there was
+  // one, and the caller's own retries take over.
+  Result<std::optional<HttpResponse>> Probe(const HttpRequest& path_req, Status* not_registry,
+                                            bool* busy) {
     bool allow_http = config_.insecure || IsLoopbackHost(config_.host);
     std::vector<std::string> schemes = {"https://"};
     if (allow_http) schemes.push_back("http://");
-    Status first_error;
-    for (const auto& scheme : schemes) {
-      HttpRequest req = NewRequest("GET", scheme + config_.host + "/v2/");
+    auto attempt = [&](const std::string& scheme) -> Result<HttpResponse> {
+      HttpRequest req = path_req;
+      req.url = scheme + config_.host + path_req.url;
       Result<HttpResponse> r = Status::Internal("unreachable");
-      for (int attempt = 0;; ++attempt) {
+      for (int n = 0;; ++n) {
         r = Send(req);
-        if (!r.ok() || !RetryableStatus(r->status) || attempt >= config_.max_retries) break;
-        Backoff(attempt, *r);
+        if (!r.ok() || !RetryableStatus(r->status) || busy != nullptr ||
+            n >= config_.max_retries) {
+          return r;
+        }
+        Backoff(n, *r);
       }
+    };
+    std::vector<std::optional<Result<HttpResponse>>> answers(schemes.size());
+    const bool at_once = schemes.size() > 1 && config_.host.find(':') != std::string::npos;
+    if (at_once) {
+      auto https = std::async(std::launch::async, attempt, schemes[0]);
+      answers[1] = attempt(schemes[1]);
+      answers[0] = https.get();
+    }
+    Status first_error;
+    bool answered = false;  // some scheme answered HTTP, not as a registry
+    for (size_t i = 0; i < schemes.size(); ++i) {
+      if (!answers[i]) answers[i] = attempt(schemes[i]);
+      Result<HttpResponse>& r = *answers[i];
       if (!r.ok()) {
         // A plain-HTTP server answers a TLS hello with garbage: try the next scheme, but
         // report the first failure (refused, unknown host, TLS) if none works.
@@ -236,15 +294,21 @@ class Core {
       if (r->status == 200 || r->status == 401) {
         if (r->status == 401) LearnChallenge(*r);
         std::lock_guard<std::mutex> lock(mu_);
-        base_url_ = scheme + config_.host;
-        return Status::Ok();
+        base_url_ = schemes[i] + config_.host;
+        return std::optional<HttpResponse>(std::move(*r));
       }
+      answered = true;
+      if (busy != nullptr && RetryableStatus(r->status)) *busy = true;
       if (first_error.ok()) {
-        first_error = Status::Unavailable(config_.host + " does not look like a registry: GET " +
-                                          req.url + " answered HTTP " + std::to_string(r->status));
+        first_error = Status::Unavailable(
+            config_.host + " does not look like a registry: " + path_req.method + " " +
+            schemes[i] + config_.host + path_req.url + " answered HTTP " +
+            std::to_string(r->status));
       }
     }
-    return first_error;
+    if (!answered) return first_error;
+    *not_registry = first_error;
+    return std::optional<HttpResponse>();
   }
 
   Status CheckCredentials() {
@@ -272,8 +336,10 @@ class Core {
   // Sends a request for `scope` with the registry's auth, retrying transient failures
   // (transport ones only when retry_transport) and following redirects by hand: the
   // request's headers (Range) go along, Authorization only to the registry's own host.
+  // `first_attempt` > 0: that many attempts were already answered 5xx / 429 (the first
+  // one backs off before it is sent).
   Result<HttpResponse> Authorized(HttpRequest req, const std::string& scope,
-                                  bool retry_transport = true) {
+                                  bool retry_transport = true, int first_attempt = 0) {
     RETURN_IF_ERROR(Ping());
     bool auth_refreshed = false;
     int redirects = 0;
@@ -293,7 +359,11 @@ class Core {
           deadline - Clock::now());
       if (delay > Clock::duration::zero()) std::this_thread::sleep_for(delay);
     };
-    for (int attempt = 0;;) {
+    if (first_attempt > 0) {
+      if (!may_retry(first_attempt - 1)) first_attempt = 0;  // none left: send it once more
+      if (first_attempt > 0) backoff(first_attempt - 1, std::nullopt);
+    }
+    for (int attempt = first_attempt;;) {
       HttpRequest sent = req;
       if (budgeted) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -626,7 +696,7 @@ class RegistryBlobSource final : public BlobSource {
   Result<size_t> ReadAt(uint64_t offset, std::span<uint8_t> out) override {
     if (offset >= size_ || out.empty()) return size_t{0};
     uint64_t len = std::min<uint64_t>(out.size(), size_ - offset);
-    RETURN_IF_ERROR(Fetch(offset, len, out.data()));
+    RETURN_IF_ERROR(FetchSplit(offset, len, out.data(), kMaxInFlight));
     return static_cast<size_t>(len);
   }
 
@@ -668,14 +738,16 @@ class RegistryBlobSource final : public BlobSource {
       groups.push_back({r.offset, r.end(), {i}});
     }
     std::vector<Status> results(groups.size());
+    // Fewer groups than kMaxInFlight: the large ones are split over the spare connections.
+    const size_t pieces = std::max<size_t>(1, kMaxInFlight / std::max<size_t>(1, groups.size()));
     auto run = [&](size_t g) {
       const Group& grp = groups[g];
       if (grp.members.size() == 1) {
-        results[g] = Fetch(grp.begin, grp.end - grp.begin, outs[grp.members[0]].data());
+        results[g] = FetchSplit(grp.begin, grp.end - grp.begin, outs[grp.members[0]].data(), pieces);
         return;
       }
       std::vector<uint8_t> buf(grp.end - grp.begin);
-      results[g] = Fetch(grp.begin, buf.size(), buf.data());
+      results[g] = FetchSplit(grp.begin, buf.size(), buf.data(), pieces);
       if (!results[g].ok()) return;
       for (size_t i : grp.members) {
         std::copy_n(buf.data() + (ranges[i].offset - grp.begin), ranges[i].length, outs[i].data());
@@ -700,6 +772,26 @@ class RegistryBlobSource final : public BlobSource {
   }
 
  private:
+  // Fetch, in up to `pieces` parallel requests of at least kSplitPiece each.
+  Status FetchSplit(uint64_t offset, uint64_t len, uint8_t* out, size_t pieces) {
+    pieces = std::min<uint64_t>(pieces, len / kSplitPiece);
+    if (pieces < 2) return Fetch(offset, len, out);
+    const uint64_t each = (len + pieces - 1) / pieces;
+    std::vector<Status> results(pieces);
+    std::vector<std::thread> helpers;
+    for (size_t i = 1; i < pieces; ++i) {
+      const uint64_t at = i * each;
+      if (at >= len) break;
+      helpers.emplace_back([&, i, at] {
+        results[i] = Fetch(offset + at, std::min(each, len - at), out + at);
+      });
+    }
+    results[0] = Fetch(offset, std::min(each, len), out);
+    for (auto& t : helpers) t.join();
+    for (const Status& st : results) RETURN_IF_ERROR(st);
+    return Status::Ok();
+  }
+
   // Reads [offset, offset+len) straight into out, checking the response covers exactly it.
   Status Fetch(uint64_t offset, uint64_t len, uint8_t* out) {
     const uint64_t last = offset + len - 1;
@@ -796,12 +888,12 @@ class RegistryClientImpl final : public RegistryClient {
 
   Result<ManifestResponse> GetManifest(const std::string& repository,
                                        const std::string& tag_or_digest) override {
-    RETURN_IF_ERROR(core_->Ping());
-    HttpRequest req = core_->NewRequest(
-        "GET", core_->BaseUrl() + "/v2/" + repository + "/manifests/" + tag_or_digest);
+    HttpRequest req =
+        core_->NewRequest("GET", "/v2/" + repository + "/manifests/" + tag_or_digest);
     req.headers.emplace_back("Accept", ManifestAcceptHeader());
     std::string what = Name(repository, tag_or_digest);
-    ASSIGN_OR_RETURN(HttpResponse r, core_->Authorized(std::move(req), PullScope(repository)));
+    ASSIGN_OR_RETURN(HttpResponse r,
+                     core_->AuthorizedPath(std::move(req), PullScope(repository)));
     if (r.status != 200) return core_->ErrorFor(r, what, "manifest unknown");
     ManifestResponse out;
     out.bytes = std::move(r.body);

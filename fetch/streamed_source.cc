@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <deque>
 #include <future>
 #include <vector>
 
@@ -20,6 +21,7 @@ namespace {
 constexpr uint64_t kFirstWindow = 1 << 20;
 constexpr uint64_t kMaxWindow = 16 << 20;
 constexpr uint64_t kPart = 4 << 20;
+constexpr size_t kWindowsInFlight = 2;
 
 Result<UniqueFd> OpenUnnamedFile(const std::string& dir) {
   UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
@@ -87,23 +89,40 @@ void StreamedBlobSource::Run() {
       return {FetchWindow(*inner_, at, *buf), buf};
     });
   };
-  std::future<Fetched> next;
-  if (size_ > 0) next = fetch(0, std::min(window, size_));
-  while (offset < size_) {
-    auto [status, buf] = next.get();
-    if (!status.ok()) return End(State::kFailed, std::move(status));
-    const uint64_t got_end = offset + buf->size();
-    // The next window is requested before this one is written.
-    if (got_end < size_ && !stop_) {
+  // Two windows in flight: the next is already arriving while one is written, and the
+  // connection never idles for a round trip between windows.
+  std::deque<std::future<Fetched>> in_flight;
+  uint64_t requested = 0;
+  auto request_more = [&] {
+    while (in_flight.size() < kWindowsInFlight && requested < size_ && !stop_) {
+      const uint64_t len = std::min(window, size_ - requested);
+      in_flight.push_back(fetch(requested, len));
+      requested += len;
       window = std::min(window * 2, kMaxWindow);
-      next = fetch(got_end, std::min(window, size_ - got_end));
     }
+  };
+  auto drain = [&] {
+    for (auto& f : in_flight) f.wait();
+  };
+  request_more();
+  while (offset < size_) {
+    if (in_flight.empty()) {  // stopped
+      return End(State::kFailed, Status::Unavailable(Describe() + ": streaming stopped"));
+    }
+    auto [status, buf] = in_flight.front().get();
+    in_flight.pop_front();
+    if (!status.ok()) {
+      drain();
+      return End(State::kFailed, std::move(status));
+    }
+    const uint64_t got_end = offset + buf->size();
+    request_more();  // before this window is written
     hash.Update(std::span<const uint8_t>(*buf));
     Status wrote = PwriteAll(fd_.get(), *buf, offset, "the streamed copy");
     if (!wrote.ok()) {
       LOG(kWarn) << Describe() << ": can't keep the streamed copy (" << wrote.message()
                  << "); reading it from its source instead";
-      if (next.valid()) next.wait();
+      drain();
       return End(State::kLocalFailed, Status::Ok());
     }
     offset = got_end;
@@ -113,7 +132,7 @@ void StreamedBlobSource::Run() {
     }
     cv_.notify_all();
     if (stop_) {
-      if (next.valid()) next.wait();
+      drain();
       return End(State::kFailed, Status::Unavailable(Describe() + ": streaming stopped"));
     }
   }

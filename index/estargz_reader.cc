@@ -100,6 +100,10 @@ using json = nlohmann::json;
 
 // Bounds on what a TOC may make us allocate.
 constexpr uint64_t kMaxTocCompressed = 256ull << 20;
+// A layer annotated as eStargz is read from its end this far in one request, which holds
+// the footer and, for most layers, the whole TOC: one round trip instead of two (the
+// footer, then the TOC). A layer without the annotation may be plain gzip: only its footer.
+constexpr uint64_t kEstargzTailGuess = 512 << 10;
 constexpr uint64_t kMaxTocDecompressed = 1ull << 30;
 // Deflate expands at most about 1032:1; a chunk claiming more than that of its compressed
 // range is a lie told to make the reader allocate.
@@ -467,22 +471,26 @@ Result<std::unique_ptr<FlatLayerIndex>> TryOpenEstargz(
     if (annotated) return corrupt("blob of " + std::to_string(size) + " bytes has no footer");
     return std::unique_ptr<FlatLayerIndex>();
   }
-  const size_t tail_size = static_cast<size_t>(std::min<uint64_t>(size, estargz::kFooterSize));
+  const size_t tail_size = static_cast<size_t>(std::min<uint64_t>(
+      size, annotated ? std::max<uint64_t>(kEstargzTailGuess, estargz::kFooterSize)
+                      : estargz::kFooterSize));
+  const uint64_t tail_start = size - tail_size;
   std::vector<uint8_t> tail(tail_size);
   {
-    auto n = source.ReadAt(size - tail_size, tail);
+    auto n = source.ReadAt(tail_start, tail);
     if (!n.ok()) return n.status().WithContext("layer " + name + ": reading the eStargz footer");
     if (*n != tail_size) return corrupt("short read of the footer");
   }
+  const std::span<const uint8_t> last =
+      std::span<const uint8_t>(tail).last(std::min<size_t>(tail_size, estargz::kFooterSize));
   estargz::ParsedFooter footer;
   size_t footer_size = 0;
-  if (tail_size == estargz::kFooterSize) {
-    footer = estargz::ParseFooter(tail);
+  if (last.size() == estargz::kFooterSize) {
+    footer = estargz::ParseFooter(last);
     footer_size = estargz::kFooterSize;
   }
   if (footer.kind == estargz::FooterKind::kNone) {
-    footer = estargz::ParseFooter(
-        std::span<const uint8_t>(tail).subspan(tail_size - estargz::kLegacyFooterSize));
+    footer = estargz::ParseFooter(last.subspan(last.size() - estargz::kLegacyFooterSize));
     footer_size = estargz::kLegacyFooterSize;
   }
   if (footer.kind == estargz::FooterKind::kNone) {
@@ -501,9 +509,17 @@ Result<std::unique_ptr<FlatLayerIndex>> TryOpenEstargz(
   }
   std::vector<uint8_t> compressed(static_cast<size_t>(toc_len));
   {
-    auto n = source.ReadAt(footer.toc_offset, compressed);
-    if (!n.ok()) return n.status().WithContext("layer " + name + ": reading the eStargz TOC");
-    if (*n != compressed.size()) return corrupt("short read of the TOC");
+    // What the tail read holds already is copied; only the rest is read.
+    const uint64_t have_from = std::max(footer.toc_offset, tail_start);
+    const size_t missing = static_cast<size_t>(have_from - footer.toc_offset);
+    std::copy(tail.begin() + static_cast<ptrdiff_t>(have_from - tail_start),
+              tail.begin() + static_cast<ptrdiff_t>(toc_end - tail_start),
+              compressed.begin() + static_cast<ptrdiff_t>(missing));
+    if (missing > 0) {
+      auto n = source.ReadAt(footer.toc_offset, std::span<uint8_t>(compressed).first(missing));
+      if (!n.ok()) return n.status().WithContext("layer " + name + ": reading the eStargz TOC");
+      if (*n != missing) return corrupt("short read of the TOC");
+    }
   }
   auto toc_tar = Gunzip(compressed, kMaxTocDecompressed);
   if (!toc_tar.ok()) return corrupt(toc_tar.status().message());

@@ -38,6 +38,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -116,6 +117,9 @@ Result<ResolvedUser> ResolveUser(const std::string& rootfs, const std::string& s
     group = spec.substr(c + 1);
   }
   if (user.empty()) user = "0";
+  // Both files are read at once: on a lazy mount each read of a file not yet cached
+  // waits for a registry round trip, and these come before the container starts.
+  auto group_file = std::async(std::launch::async, ReadColonFile, rootfs + "/etc/group");
   const auto passwd = ReadColonFile(rootfs + "/etc/passwd");
   std::string user_name;
   uint32_t number = 0;
@@ -141,7 +145,7 @@ Result<ResolvedUser> ResolveUser(const std::string& rootfs, const std::string& s
     out.uid = number;
     out.gid = 0;
   }
-  const auto groups = ReadColonFile(rootfs + "/etc/group");
+  const auto groups = group_file.get();
   if (!group.empty()) {
     uint32_t gid = 0;
     bool group_found = false;

@@ -43,12 +43,13 @@ Result<fetch::FetchOptions> MakeFetchOptions(const GlobalOptions& global,
 }
 
 Result<OpenedImage> OpenImage(const GlobalOptions& global, const std::string& name,
-                              const std::string& platform) {
+                              const std::string& platform, bool with_config) {
   OpenedImage out;
   ASSIGN_OR_RETURN(out.ref, fetch::ParseImageRef(name));
   ASSIGN_OR_RETURN(out.options, MakeFetchOptions(global, platform));
   ASSIGN_OR_RETURN(out.source, fetch::OpenImageSource(out.ref, out.options));
-  ASSIGN_OR_RETURN(out.image, fetch::ResolveImage(*out.source, out.options));
+  ASSIGN_OR_RETURN(out.image, with_config ? fetch::ResolveImage(*out.source, out.options)
+                                          : fetch::ResolveManifest(*out.source, out.options));
   return out;
 }
 

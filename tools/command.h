@@ -56,8 +56,9 @@ struct OpenedImage {
   std::unique_ptr<fetch::ImageSource> source;
   fetch::ResolvedImage image;
 };
+// with_config false: the manifest only (image.config is left to fetch::ResolveConfig).
 Result<OpenedImage> OpenImage(const GlobalOptions& global, const std::string& name,
-                              const std::string& platform);
+                              const std::string& platform, bool with_config = true);
 
 // One info line "phase WHAT at <unix seconds, ms resolution>", for the cold-start bench's
 // per-phase breakdown (bench/cold-start/run passes --log-level info and reads the mount

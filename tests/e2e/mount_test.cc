@@ -243,6 +243,39 @@ TEST_F(MountTest, MountAndASmallReadFetchLittleOfTheImage) {
               static_cast<unsigned long long>(sent));
 }
 
+// The requests a cold lazy mount of a zstd:chunked image sends, from the registry's log:
+// the manifest (no /v2/ ping before it, no HEAD), the config, and each layer's TOC by one
+// range request (its offset from the layer's annotation; no footer read first).
+TEST_F(MountTest, ColdMountOfZstdChunkedSendsOneRequestPerManifestConfigAndToc) {
+  const Variant& v = (*variants_)[1];  // imagefs zstd:chunked
+  auto cold = MakeTempDir(*dir_, "cold-root-");
+  ASSERT_TRUE(cold.ok());
+  registry_->SettledBytesSent();
+  registry_->ResetCounters();
+  ScopedMount mnt(NewMountpoint());
+  ProcessResult r = RunImagefs({"--root", *cold, "mount", "--read-only", "--prefetch", "none",
+                                v.ref, mnt.dir()},
+                               registry_->client_env());
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  registry_->SettledBytesSent();
+  int manifests = 0, blobs = 0;
+  std::map<std::string, int> per_blob;
+  std::string log;
+  for (const RegistryRequest& req : registry_->Requests()) {
+    log += req.method + " " + req.uri + " " + std::to_string(req.status) + "\n";
+    EXPECT_EQ(req.method, "GET") << req.uri;
+    if (req.uri.find("/manifests/") != std::string::npos) ++manifests;
+    if (req.uri.find("/blobs/") != std::string::npos) {
+      ++blobs;
+      ++per_blob[req.uri];
+    }
+  }
+  EXPECT_EQ(manifests, 1) << log;
+  EXPECT_GE(blobs, 2) << log;  // the config and at least one layer
+  EXPECT_EQ(manifests + blobs, static_cast<int>(registry_->Requests().size())) << log;
+  for (const auto& [uri, n] : per_blob) EXPECT_EQ(n, 1) << uri << " requested " << n << " times\n" << log;
+}
+
 TEST_F(MountTest, MountsListsLiveMountsAndRmiRefusesAMountedImage) {
   const Variant& v = variants_->front();
   ASSERT_EQ(Imagefs({"pull", "-q", v.ref}).exit_code, 0);

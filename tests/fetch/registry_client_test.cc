@@ -668,10 +668,11 @@ TEST_F(RegistryClientTest, ReadAtReadsRangesIncludingTheLastBytesAndPastTheEnd) 
   check(layer_.size() - 10, 100, 10);    // crossing the end: short read
   check(layer_.size(), 100, 0);          // at the end
   check(layer_.size() + 5000, 100, 0);   // past the end
-  check(0, layer_.size(), layer_.size());  // everything
+  check(0, layer_.size(), layer_.size());  // everything (in 8 parallel requests)
   EXPECT_NE(src.Describe().find(LayerDigest()), std::string::npos);
-  // Ranged GETs answered 206 by the server (not counting the empty reads, never sent).
-  EXPECT_EQ(registry_.WaitForCompleted("GET", "/v2/test/app/blobs/" + LayerDigest(), 6), 6);
+  // Ranged GETs answered 206 by the server (not counting the empty reads, never sent):
+  // 5 small ones, and the whole blob as 8.
+  EXPECT_EQ(registry_.WaitForCompleted("GET", "/v2/test/app/blobs/" + LayerDigest(), 13), 13);
 }
 
 TEST_F(RegistryClientTest, ReadRangesCoalescesNeighboursIntoOneRequest) {
@@ -709,6 +710,37 @@ TEST_F(RegistryClientTest, ReadRangesCoalescesNeighboursIntoOneRequest) {
   before = client->RequestCount();
   EXPECT_FALSE((*blob)->ReadRanges(bad, o2).ok());
   EXPECT_EQ(client->RequestCount(), before);
+}
+
+// A large read goes out as parallel requests of at least 128 KiB (a WAN's slow start is
+// paid once per connection, at the same time): same bytes, more requests.
+TEST_F(RegistryClientTest, LargeReadsAreSplitIntoParallelRequests) {
+  StartPlainRegistryWithImage();
+  auto client = Client(registry_.host());
+  auto blob = client->OpenBlob(kRepo, LayerDigest(), static_cast<int64_t>(layer_.size()));
+  ASSERT_TRUE(blob.ok()) << blob.status().ToString();
+  ASSERT_GE(layer_.size(), 1u << 20);
+  const uint64_t offset = 1000, len = (1 << 20) + 5;  // not a multiple of 8
+  std::vector<uint8_t> buf(len);
+  uint64_t before = client->RequestCount();
+  auto n = (*blob)->ReadAt(offset, buf);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, len);
+  EXPECT_EQ(client->RequestCount() - before, 8u);  // kMaxInFlight pieces of ~128 KiB
+  EXPECT_TRUE(std::string(buf.begin(), buf.end()) == layer_.substr(offset, len));
+  // One range through ReadRanges is split as well; two small ones are not.
+  std::vector<ByteRange> ranges = {{0, 300 << 10}, {layer_.size() - 10, 10}};
+  std::vector<std::vector<uint8_t>> bufs;
+  std::vector<std::span<uint8_t>> outs;
+  for (const auto& r : ranges) bufs.emplace_back(r.length);
+  for (auto& b : bufs) outs.emplace_back(b);
+  before = client->RequestCount();
+  ASSERT_TRUE((*blob)->ReadRanges(ranges, outs).ok());
+  EXPECT_EQ(client->RequestCount() - before, 3u);  // 300 KiB in 2 pieces, and the tail
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    EXPECT_TRUE(std::string(bufs[i].begin(), bufs[i].end()) ==
+                layer_.substr(ranges[i].offset, ranges[i].length)) << "range " << i;
+  }
 }
 
 TEST_F(RegistryClientTest, ReadRangesRunsFarApartRangesInParallelAndConcurrentReadersWork) {
@@ -958,6 +990,47 @@ TEST_F(RegistryClientTest, StaleTokenIsRefreshedOnceOn401) {
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), Code::kUnauthenticated) << refused.status().ToString();
   EXPECT_EQ(issued.load() - before, 1);
+}
+
+// No /v2/ ping before the first manifest: the manifest request itself meets the 401, whose
+// challenge is followed (token) before the request is sent again with the token.
+TEST_F(RegistryClientTest, FirstManifestRequestMeetsTheChallengeWithoutAPing) {
+  std::atomic<int> issued{0};
+  std::unique_ptr<FakeServer> server;
+  server = std::make_unique<FakeServer>([&](const FakeRequest& req) -> FakeResponse {
+    if (req.path == "/token") {
+      return Json200(Json{{"token", "tok-" + std::to_string(++issued)}, {"expires_in", 300}}.dump());
+    }
+    std::string challenge = "Bearer realm=\"http://" + server->host() +
+                            "/token\",service=\"fake\",scope=\"repository:r:pull\"";
+    if (req.Header("authorization") != "Bearer tok-1") {
+      return {401, {{"WWW-Authenticate", challenge}}, R"({"errors":[]})"};
+    }
+    if (req.path == "/v2/") return Json200("{}");
+    return Json200("{\"schemaVersion\":2}", std::string(kOciManifest));
+  });
+  auto client = Client(server->host());
+  auto m = client->GetManifest("r", "t");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->bytes, "{\"schemaVersion\":2}");
+  EXPECT_EQ(client->BaseUrl(), "http://" + server->host());
+  EXPECT_EQ(issued.load(), 1);
+  std::vector<std::string> paths;
+  for (const FakeRequest& req : server->Requests()) paths.push_back(req.path);
+  EXPECT_EQ(paths, (std::vector<std::string>{"/v2/r/manifests/t", "/token", "/v2/r/manifests/t"}));
+  EXPECT_EQ(server->RequestsTo("/v2/r/manifests/t").back().Header("authorization"), "Bearer tok-1");
+}
+
+// A manifest request answered by neither scheme like a registry's (a web server's 404) is
+// judged by the ping, as before: the same failure as the ping's, which then went first.
+TEST_F(RegistryClientTest, ServerThatIsNoRegistryFailsAsThePingDoes) {
+  FakeServer server([&](const FakeRequest&) -> FakeResponse { return {404, {}, "no such page"}; });
+  auto m = Client(server.host())->GetManifest("r", "t");
+  ASSERT_FALSE(m.ok());
+  Status ping = Client(server.host())->Ping();
+  ASSERT_FALSE(ping.ok());
+  EXPECT_EQ(m.status().ToString(), ping.ToString());
+  EXPECT_EQ(server.RequestsTo("/v2/r/manifests/t").size(), 1u);  // the probe; no 2nd attempt
 }
 
 TEST_F(RegistryClientTest, ServerErrorsAreRetriedWithBackoffThenSucceed) {

@@ -481,6 +481,30 @@ TEST(EstargzWriterTest, EmptyTarGivesALayerWithOnlyTheLandmark) {
   EXPECT_EQ(children, 0);
 }
 
+// With the TOC digest annotation (an eStargz layer for sure) the footer and the TOC come
+// in one read of the blob's tail; without it (maybe plain gzip) the footer alone is read
+// first, then the TOC.
+TEST(EstargzReaderTest, AnnotatedLayerIsOpenedWithOneRead) {
+  Fixture& fx = Fixture::Get();
+  FakeBlobSource annotated_source(fx.blob());
+  auto index = internal::TryOpenEstargz(
+      annotated_source, {{std::string(estargz::kTocDigestAnnotation), TocDigest()}}, "sha256:a");
+  ASSERT_TRUE(index.ok()) << index.status().message();
+  ASSERT_TRUE(*index);
+  EXPECT_EQ(annotated_source.call_count(), 1u);
+  FakeBlobSource plain_source(fx.blob());
+  auto again = internal::TryOpenEstargz(plain_source, {}, "sha256:a");
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  ASSERT_TRUE(*again);
+  ASSERT_EQ(plain_source.call_count(), 2u);
+  ASSERT_EQ(plain_source.calls()[0].requested.size(), 1u);
+  EXPECT_EQ(plain_source.calls()[0].requested[0].length, estargz::kFooterSize);
+  std::string one, two;
+  (*index)->EncodeTo(one);
+  (*again)->EncodeTo(two);
+  EXPECT_EQ(one, two);
+}
+
 TEST(EstargzReaderTest, LegacyFortySevenByteFooterIsAccepted) {
   Fixture& fx = Fixture::Get();
   const std::string& blob = fx.blob();
