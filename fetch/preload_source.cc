@@ -10,6 +10,21 @@ Status PreloadBlobSource::Preload(ByteRange range, uint64_t part) {
   const uint64_t size = inner_->Size();
   const uint64_t begin = std::min(range.offset, size);
   const uint64_t end = std::min(range.end(), size);
+  {
+    // A window that holds the range already (or is being fetched and will) serves it: an
+    // early preload started before the index was open is not fetched again.
+    std::unique_lock<std::mutex> lock(mu_);
+    if (loading_ && loading_begin_ <= begin && end <= loading_end_) {
+      loaded_.wait(lock, [this] { return !loading_; });
+    }
+    if (window_ && window_offset_ <= begin && end <= window_offset_ + window_->size()) {
+      return Status::Ok();
+    }
+    loading_ = true;
+    loading_begin_ = begin;
+    loading_end_ = end;
+    window_.reset();
+  }
   auto bytes = std::make_shared<std::string>(end - begin, '\0');
   std::vector<ByteRange> parts;
   std::vector<std::span<uint8_t>> outs;
@@ -18,9 +33,11 @@ Status PreloadBlobSource::Preload(ByteRange range, uint64_t part) {
     parts.push_back({off, len});
     outs.emplace_back(reinterpret_cast<uint8_t*>(bytes->data()) + (off - begin), len);
   }
-  Drop();
-  if (!parts.empty()) RETURN_IF_ERROR(inner_->ReadRanges(parts, outs));
+  Status st = parts.empty() ? Status::Ok() : inner_->ReadRanges(parts, outs);
   std::lock_guard<std::mutex> lock(mu_);
+  loading_ = false;
+  loaded_.notify_all();
+  RETURN_IF_ERROR(st);
   window_ = std::move(bytes);
   window_offset_ = begin;
   total_preloaded_ += end - begin;

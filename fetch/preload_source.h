@@ -8,6 +8,7 @@
 //
 // Thread safety: every method may be called concurrently.
 
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -23,7 +24,10 @@ class PreloadBlobSource final : public BlobSource {
   explicit PreloadBlobSource(std::unique_ptr<BlobSource> inner) : inner_(std::move(inner)) {}
 
   // Fetches [range.offset, range.end()) (clamped to the blob) in parts of `part` bytes
-  // requested together, replacing the previous window. On error the window is empty.
+  // requested together, replacing the previous window. On error the window is empty. A
+  // range the window holds already costs nothing; one inside a window being fetched by
+  // another call waits for that fetch (so a window started early, before the layer's
+  // index was open, is not fetched twice).
   Status Preload(ByteRange range, uint64_t part = 4 << 20);
   // Forgets the window (frees its memory).
   void Drop();
@@ -41,6 +45,10 @@ class PreloadBlobSource final : public BlobSource {
 
   std::unique_ptr<BlobSource> inner_;
   mutable std::mutex mu_;  // guards the window pointer, not its (immutable) bytes
+  std::condition_variable loaded_;  // a window fetch ended
+  bool loading_ = false;            // [loading_begin_, loading_end_) is being fetched
+  uint64_t loading_begin_ = 0;
+  uint64_t loading_end_ = 0;
   std::shared_ptr<const std::string> window_;
   uint64_t window_offset_ = 0;
   uint64_t total_preloaded_ = 0;

@@ -414,6 +414,15 @@ Result<WrittenLayer> Writer::Run() {
     RETURN_IF_ERROR(WriteLandmark(estargz::kPrefetchLandmark));
   }
 
+  // Where the prefetch set ends: the landmark's chunk (what the reader takes it to be).
+  uint64_t prefetch_end = 0;
+  if (profile) {
+    for (const ordered_json& e : toc_entries_) {
+      if (e.value("name", "") == estargz::kPrefetchLandmark && e.contains("offset")) {
+        prefetch_end = e["offset"].get<uint64_t>();
+      }
+    }
+  }
   // The TOC member: stargz.index.json and the end of the archive.
   RETURN_IF_ERROR(out_.CloseMember());
   const uint64_t toc_offset = out_.compressed_size();
@@ -436,6 +445,7 @@ Result<WrittenLayer> Writer::Run() {
   layer.annotations[std::string(estargz::kTocDigestAnnotation)] = Digest::Sha256Of(toc_json).String();
   layer.annotations[std::string(estargz::kUncompressedSizeAnnotation)] =
       std::to_string(out_.uncompressed_size());
+  if (prefetch_end > 0) layer.annotations[std::string(kPrefetchEndAnnotation)] = std::to_string(prefetch_end);
   return layer;
 }
 

@@ -67,6 +67,11 @@ struct NodeAttr {
   bool lower_hardlink = false;
 };
 
+// The layer descriptor annotation `imagefs convert` writes beside the formats' own when a
+// layer has a prefetch set: prefetch_end() as a decimal number, so a mount can start
+// fetching [0, end) with the manifest, before the layer's index arrives.
+inline constexpr std::string_view kPrefetchEndAnnotation = "io.imagefs.prefetch-end";
+
 enum class Codec : uint8_t {
   kNone = 0,            // the range holds the bytes themselves
   kGzip = 1,            // gzip member(s) decoded from a member header

@@ -692,6 +692,7 @@ Result<WrittenLayer> Writer::Run() {
   layer.diff_id = diff_hash_.Finish().String();
   layer.media_type = std::string(kMediaType);
   layer.annotations[std::string(zc::kManifestChecksumKey)] = Digest::Sha256Of(toc_z).String();
+  if (prefetch_end > 0) layer.annotations[std::string(kPrefetchEndAnnotation)] = std::to_string(prefetch_end);
   layer.annotations[std::string(zc::kManifestPositionKey)] =
       std::to_string(footer.manifest_offset) + ":" + std::to_string(footer.manifest_length) +
       ":" + std::to_string(footer.manifest_uncompressed) + ":1";

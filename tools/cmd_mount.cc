@@ -171,7 +171,8 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
     }
     return Fail(st);
   };
-  auto opened = OpenImageView(global, req.image, req.platform, req.pull);
+  auto opened = OpenImageView(global, req.image, req.platform, req.pull,
+                              /*early_preload=*/req.prefetch != "none");
   if (!opened.ok()) return report_failure(opened.status());
   if (!req.record_profile.empty()) opened->reader->RecordReadOrder();
   std::unique_ptr<fs::Filesystem> filesystem;

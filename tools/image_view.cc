@@ -1,6 +1,8 @@
 #include "tools/image_view.h"
 
 #include <algorithm>
+#include <charconv>
+#include <chrono>
 #include <future>
 
 #include "fetch/streamed_source.h"
@@ -65,6 +67,67 @@ class CountingBlobSource final : public fetch::BlobSource {
   std::shared_ptr<std::atomic<uint64_t>> counter_;
 };
 
+// Reads through another source and says when the first read has come back (or when it
+// goes, if nothing was read): the layer index's own fetch (footer, TOC) is done.
+class FirstReadSignal final : public fetch::BlobSource {
+ public:
+  FirstReadSignal(fetch::BlobSource& inner, std::shared_ptr<std::promise<void>> done)
+      : inner_(inner), done_(std::move(done)) {}
+  ~FirstReadSignal() override { Signal(); }
+  uint64_t Size() const override { return inner_.Size(); }
+  Result<size_t> ReadAt(uint64_t offset, std::span<uint8_t> out) override {
+    auto n = inner_.ReadAt(offset, out);
+    Signal();
+    return n;
+  }
+  Status ReadRanges(std::span<const fetch::ByteRange> ranges,
+                    std::span<const std::span<uint8_t>> outs) override {
+    Status st = inner_.ReadRanges(ranges, outs);
+    Signal();
+    return st;
+  }
+  std::string Describe() const override { return inner_.Describe(); }
+
+ private:
+  void Signal() {
+    if (!signalled_.exchange(true)) done_->set_value();
+  }
+  fetch::BlobSource& inner_;
+  std::shared_ptr<std::promise<void>> done_;
+  std::atomic<bool> signalled_{false};
+};
+
+// The most an early preload holds in memory for one layer.
+constexpr uint64_t kEarlyPreloadMax = 64ull << 20;
+
+// Starts fetching [0, prefetch end) of a converted layer into its preloader, when its
+// descriptor says where the prefetch set ends (a number the registry's manifest gives:
+// clamped to the layer and to kEarlyPreloadMax; the bytes are verified as any read's when
+// the files are decoded). It starts once the layer's index has fetched its own bytes
+// (index_fetched; at most a second later): sharing the link with the TOC would delay the
+// index, which the container's start waits for, while the TOC's decode overlaps the
+// window's transfer. Returns the promise to keep when it started a preload, else null.
+std::shared_ptr<std::promise<void>> StartEarlyPreload(const fetch::Descriptor& desc,
+                                                      fetch::PreloadBlobSource* preload,
+                                                      std::vector<std::future<Status>>& started) {
+  auto it = desc.annotations.find(std::string(index::kPrefetchEndAnnotation));
+  if (it == desc.annotations.end()) return nullptr;
+  uint64_t end = 0;
+  const std::string& text = it->second;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), end);
+  if (ec != std::errc() || ptr != text.data() + text.size() || end == 0) return nullptr;
+  end = std::min({end, static_cast<uint64_t>(desc.size), kEarlyPreloadMax});
+  auto index_fetched = std::make_shared<std::promise<void>>();
+  std::shared_future<void> ready = index_fetched->get_future().share();
+  started.push_back(std::async(std::launch::async, [preload, end, ready] {
+    ready.wait_for(std::chrono::seconds(1));
+    Status st = preload->Preload({0, end});
+    if (!st.ok()) LOG(kWarn) << "early prefetch: " << st.message();
+    return st;
+  }));
+  return index_fetched;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<store::ChunkStore>> OpenChunkStore(const GlobalOptions& global) {
@@ -82,7 +145,8 @@ Result<PullPolicy> ParsePullPolicy(const std::string& text) {
 }
 
 Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& name,
-                                const std::string& platform, PullPolicy policy) {
+                                const std::string& platform, PullPolicy policy,
+                                bool early_preload) {
   ImageView out;
   std::unique_ptr<index::IndexCache> cache =
       index::MakeDirectoryIndexCache(global.root + "/indexes");
@@ -117,7 +181,10 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
   std::vector<bool> remote;  // per layer: read from the registry (so worth caching)
   const bool from_registry = out.opened.ref.transport == fetch::Transport::kDocker;
   const auto& descs = out.opened.image.parsed.layers;
+  // Per layer: set once its index has fetched what it needs (for an early preload).
+  std::vector<std::shared_ptr<std::promise<void>>> index_fetched;
   for (const fetch::Descriptor& desc : descs) {
+    index_fetched.push_back(nullptr);
     std::unique_ptr<fetch::BlobSource> source;
     remote.push_back(false);
     out.preloaders.push_back(nullptr);
@@ -136,6 +203,9 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
         source = std::make_unique<CountingBlobSource>(std::move(source), out.fetched_bytes);
         auto preload = std::make_unique<fetch::PreloadBlobSource>(std::move(source));
         out.preloaders.back() = preload.get();
+        if (early_preload) {
+          index_fetched.back() = StartEarlyPreload(desc, preload.get(), out.early_preloads);
+        }
         source = std::move(preload);
       }
     }
@@ -165,8 +235,14 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
           return streamed.get();
         };
       }
-      ASSIGN_OR_RETURN(layers[i].index, index::OpenLayerIndex(*layers[i].source, descs[i],
-                                                               cache.get(), options));
+      if (index_fetched[i]) {
+        FirstReadSignal signal(*layers[i].source, index_fetched[i]);
+        ASSIGN_OR_RETURN(layers[i].index,
+                         index::OpenLayerIndex(signal, descs[i], cache.get(), options));
+      } else {
+        ASSIGN_OR_RETURN(layers[i].index, index::OpenLayerIndex(*layers[i].source, descs[i],
+                                                                 cache.get(), options));
+      }
       if (streamed) {
         RETURN_IF_ERROR(streamed->Wait());
         layers[i].source = std::move(streamed);

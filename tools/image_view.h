@@ -9,6 +9,7 @@
 // (store/cached_reader.h): read once, kept, shared with every image holding the same bytes.
 
 #include <atomic>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,9 @@ struct ImageView {
   // Per layer, bottom first: the registry layer's source, able to fetch a window ahead for
   // prefetch (store/prefetch.h); null for layers read from local files.
   std::vector<fetch::PreloadBlobSource*> preloaders;
+  // Windows fetched from the start, before the indexes were open (OpenImageView's
+  // early_preload); last, so they end before anything they use goes.
+  std::vector<std::future<Status>> early_preloads;
 };
 
 // The chunk cache under --root/chunks, bounded by --cache-size.
@@ -47,8 +51,12 @@ enum class PullPolicy { kMissing, kAlways, kNever };
 // "missing", "always", "never" (docker's words).
 Result<PullPolicy> ParsePullPolicy(const std::string& text);
 
+// early_preload: a registry layer whose descriptor names where its prefetch set ends
+// (index::kPrefetchEndAnnotation, written by `imagefs convert`) starts fetching that range
+// into its preloader at once, beside its index (the mount's prefetch then finds it there).
 Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& name,
                                 const std::string& platform,
-                                PullPolicy policy = PullPolicy::kMissing);
+                                PullPolicy policy = PullPolicy::kMissing,
+                                bool early_preload = false);
 
 }  // namespace imagefs::tools

@@ -31,7 +31,7 @@ class PrefetchTest : public ::testing::TestWithParam<index::SeekableFormat> {
     tar += index::test::EndOfArchive();
     index::LayerWriteOptions options;
     options.prefetch_paths = {"etc/f7", "etc/f3", "etc/f12"};
-    auto blob = test::WriteSeekableBlob(GetParam(), tar, dir_ + "/layer.tar", options);
+    auto blob = test::WriteSeekableBlob(GetParam(), tar, dir_ + "/layer.tar", options, &written_);
     ASSERT_TRUE(blob.ok()) << blob.status().message();
     blob_ = std::move(*blob);
     ChunkStoreOptions so;
@@ -50,6 +50,9 @@ class PrefetchTest : public ::testing::TestWithParam<index::SeekableFormat> {
     EXPECT_TRUE(idx.ok()) << idx.status().message();
     if (!idx.ok()) return nullptr;
     EXPECT_GT((*idx)->prefetch_end(), 0u);
+    // The manifest's annotation names the same end (a mount preloads it before the index).
+    EXPECT_EQ(written_.annotations[std::string(index::kPrefetchEndAnnotation)],
+              std::to_string((*idx)->prefetch_end()));
     auto preload = std::make_unique<fetch::PreloadBlobSource>(std::move(fake));
     preload_ = preload.get();
     std::vector<index::ViewLayer> layers;
@@ -62,6 +65,7 @@ class PrefetchTest : public ::testing::TestWithParam<index::SeekableFormat> {
 
   std::string dir_;
   std::string blob_;
+  index::WrittenLayer written_;
   std::unique_ptr<ChunkStore> store_;
   FakeBlobSource* fake_ = nullptr;
   fetch::PreloadBlobSource* preload_ = nullptr;

@@ -16,10 +16,12 @@ inline const char* SeekableMediaType(index::SeekableFormat format) {
                                                    : "application/vnd.oci.image.layer.v1.tar+zstd";
 }
 
-// Writes tar to tar_path and returns the layer blob made from it.
+// Writes tar to tar_path and returns the layer blob made from it (and, with `layer`, what
+// the writer said of it).
 inline Result<std::string> WriteSeekableBlob(index::SeekableFormat format, const std::string& tar,
                                              const std::string& tar_path,
-                                             const index::LayerWriteOptions& options) {
+                                             const index::LayerWriteOptions& options,
+                                             index::WrittenLayer* layer = nullptr) {
   RETURN_IF_ERROR(WriteFileAtomic(tar_path, tar));
   std::string blob;
   auto written = index::WriteSeekableLayer(
@@ -30,6 +32,7 @@ inline Result<std::string> WriteSeekableBlob(index::SeekableFormat format, const
       },
       options);
   if (!written.ok()) return written.status();
+  if (layer != nullptr) *layer = std::move(*written);
   return blob;
 }
 
