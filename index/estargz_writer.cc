@@ -23,6 +23,7 @@
 #include "util/base64.h"
 #include "index/coding.h"
 #include "index/estargz.h"
+#include "index/layer_index.h"
 #include "index/layer_writer.h"
 #include "index/tar_scanner.h"
 #include "index/toc_util.h"

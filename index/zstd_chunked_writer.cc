@@ -18,6 +18,7 @@
 #include "fetch/auth.h"
 #include "fetch/blob_source.h"
 #include "index/coding.h"
+#include "index/layer_index.h"
 #include "index/layer_writer.h"
 #include "index/tar_scanner.h"
 #include "index/toc_util.h"
