@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "fetch/manifest.h"
+#include "util/ascii.h"
 #include "util/digest.h"
 #include "util/file.h"
 #include "util/log.h"
@@ -85,13 +86,6 @@ std::string UrlEncode(const std::string& s) {
   return out;
 }
 
-std::optional<uint64_t> ParseUint(std::string_view s) {
-  uint64_t v = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size() || s.empty()) return std::nullopt;
-  return v;
-}
-
 // "bytes 100-199/5000" -> {100, 199}.
 std::optional<std::pair<uint64_t, uint64_t>> ParseContentRange(std::string_view v) {
   if (v.rfind("bytes ", 0) != 0) return std::nullopt;
@@ -101,8 +95,8 @@ std::optional<std::pair<uint64_t, uint64_t>> ParseContentRange(std::string_view 
   if (dash == std::string_view::npos || slash == std::string_view::npos || slash < dash) {
     return std::nullopt;
   }
-  auto first = ParseUint(v.substr(0, dash));
-  auto last = ParseUint(v.substr(dash + 1, slash - dash - 1));
+  auto first = ParseAsciiU64(v.substr(0, dash));
+  auto last = ParseAsciiU64(v.substr(dash + 1, slash - dash - 1));
   if (!first || !last || *last < *first) return std::nullopt;
   return std::make_pair(*first, *last);
 }
@@ -484,7 +478,7 @@ class Core {
   void Backoff(int attempt, const std::optional<HttpResponse>& r) {
     auto delay = config_.retry_base_delay * (int64_t{1} << std::min(attempt, 6));
     if (r) {
-      if (auto after = ParseUint(r->Header("retry-after"))) {
+      if (auto after = ParseAsciiU64(r->Header("retry-after"))) {
         auto wanted = std::chrono::duration_cast<std::chrono::milliseconds>(
             std::chrono::seconds(std::min<uint64_t>(*after, kMaxRetryAfter.count())));
         delay = std::max(delay, wanted);
@@ -818,7 +812,7 @@ class RegistryBlobSource final : public BlobSource {
         }
       } else if (h.status == 200) {
         // The server ignored Range and sends the whole blob: keep our window of it.
-        auto length = ParseUint(h.Header("content-length"));
+        auto length = ParseAsciiU64(h.Header("content-length"));
         if (length && *length != size_) {
           bad = "the registry sent the whole blob of " + std::to_string(*length) +
                 " bytes instead of range " + range + ", but the blob should have " +
@@ -909,7 +903,7 @@ class RegistryClientImpl final : public RegistryClient {
     std::string what = BlobName(core_->host(), repository, digest);
     ASSIGN_OR_RETURN(HttpResponse r, core_->Authorized(std::move(req), PullScope(repository)));
     if (r.status != 200) return core_->ErrorFor(r, what, "blob unknown");
-    auto len = ParseUint(r.Header("content-length"));
+    auto len = ParseAsciiU64(r.Header("content-length"));
     if (!len) {
       return Status::Unavailable(what + ": the registry sent no usable Content-Length (\"" +
                                  r.Header("content-length") + "\")");
@@ -1031,7 +1025,7 @@ class RegistryClientImpl final : public RegistryClient {
     if (r->status != 200) {
       return core_->PushErrorFor(*r, RepoName(repository), what, "blob unknown");
     }
-    auto len = ParseUint(r->Header("content-length"));
+    auto len = ParseAsciiU64(r->Header("content-length"));
     if (!len) {
       return Status::Unavailable(what + ": the registry sent no usable Content-Length (\"" +
                                  r->Header("content-length") + "\")");

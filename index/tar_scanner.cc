@@ -11,6 +11,8 @@
 #include <cstring>
 #include <map>
 
+#include "util/ascii.h"
+
 namespace imagefs::index {
 namespace {
 
@@ -64,9 +66,9 @@ bool ParseNumber(const uint8_t* p, size_t len, int64_t& out) {
 }
 
 bool ParseDecimal(std::string_view s, uint64_t& out) {
-  if (s.empty()) return false;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  return ec == std::errc() && p == s.data() + s.size();
+  auto n = ParseAsciiU64(s);
+  if (n) out = *n;
+  return n.has_value();
 }
 
 // "[-]SECONDS[.FRACTION]" as PAX writes mtime.

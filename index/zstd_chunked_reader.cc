@@ -15,6 +15,7 @@
 #include "index/readers.h"
 #include "index/toc_util.h"
 #include "index/zstd_chunked.h"
+#include "util/ascii.h"
 
 namespace imagefs::index {
 namespace zstd_chunked {
@@ -122,9 +123,9 @@ struct Located {
 };
 
 bool ParseU64(std::string_view s, uint64_t& v) {
-  if (s.empty() || s.size() > 20) return false;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  return ec == std::errc() && p == s.data() + s.size();
+  auto n = ParseAsciiU64(s);
+  if (n) v = *n;
+  return n.has_value();
 }
 
 uint64_t GetLe64(std::string_view b, size_t off) {

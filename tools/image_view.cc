@@ -1,7 +1,6 @@
 #include "tools/image_view.h"
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <future>
 
@@ -10,6 +9,7 @@
 #include "store/blob_store.h"
 #include "store/metadata_store.h"
 #include "tools/local_images.h"
+#include "util/ascii.h"
 #include "util/file.h"
 #include "util/log.h"
 
@@ -112,11 +112,9 @@ std::shared_ptr<std::promise<void>> StartEarlyPreload(const fetch::Descriptor& d
                                                       std::vector<std::future<Status>>& started) {
   auto it = desc.annotations.find(std::string(index::kPrefetchEndAnnotation));
   if (it == desc.annotations.end()) return nullptr;
-  uint64_t end = 0;
-  const std::string& text = it->second;
-  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), end);
-  if (ec != std::errc() || ptr != text.data() + text.size() || end == 0) return nullptr;
-  end = std::min({end, static_cast<uint64_t>(desc.size), kEarlyPreloadMax});
+  const std::optional<uint64_t> given = ParseAsciiU64(it->second);
+  if (!given || *given == 0) return nullptr;
+  const uint64_t end = std::min({*given, static_cast<uint64_t>(desc.size), kEarlyPreloadMax});
   auto index_fetched = std::make_shared<std::promise<void>>();
   std::shared_future<void> ready = index_fetched->get_future().share();
   started.push_back(std::async(std::launch::async, [preload, end, ready] {
