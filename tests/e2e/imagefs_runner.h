@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -59,6 +61,21 @@ inline std::string Shell(const std::string& script, int* exit_code = nullptr) {
     EXPECT_EQ(r->exit_code, 0) << script << "\n" << r->Describe();
   }
   return r->stdout_text;
+}
+
+// Waits (up to `timeout`) until a mount daemon's log under ROOT/logs/ holds `needle`, e.g.
+// "phase prefetched" once the background prefetch has ended. Returns whether it did.
+inline bool WaitForDaemonLog(const std::string& root, const std::string& needle,
+                             std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  do {
+    ProcessOptions o;
+    o.argv = {"grep", "-rqF", "--", needle, root + "/logs"};
+    auto r = RunProcess(o);
+    if (r.ok() && r->exit_code == 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  } while (std::chrono::steady_clock::now() < deadline);
+  return false;
 }
 
 // The lines of text, without their newlines.

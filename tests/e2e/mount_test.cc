@@ -376,9 +376,10 @@ TEST_F(MountTest, RecordedProfileConvertedImagePrefetchesItsFiles) {
     return RunImagefs(args, registry_->client_env());
   };
   ScopedMount mnt(NewMountpoint());
-  ProcessResult r = cold_imagefs({"mount", "--read-only", dst, mnt.dir()});
+  ProcessResult r = cold_imagefs({"--log-level", "info", "mount", "--read-only", dst, mnt.dir()});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
-  // Prefetch runs in the background: wait until the registry has stopped sending.
+  // Prefetch runs in the background: wait until it has ended and the registry has sent all.
+  EXPECT_TRUE(WaitForDaemonLog(*cold, "phase prefetched"));
   registry_->SettledBytesSent();
   registry_->ResetCounters();
   EXPECT_EQ(Shell("cat " + mnt.dir() + "/data/run.sh"), *ReadFile(*oracle_ + "/data/run.sh"));
@@ -398,10 +399,14 @@ TEST_F(MountTest, PrefetchAllMakesTheWholeImageLocal) {
     auto cold = MakeTempDir(*dir_, "all-root-");
     ASSERT_TRUE(cold.ok());
     ScopedMount mnt(NewMountpoint());
-    ProcessResult r = RunImagefs({"--root", *cold, "mount", "--read-only", "--prefetch", "all",
+    ProcessResult r = RunImagefs({"--root", *cold, "--log-level", "info", "mount", "--read-only",
+                                  "--prefetch", "all",
                                   v.ref, mnt.dir()},
                                  registry_->client_env());
     ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    // The background fetch can pause longer than the registry's settle time on a loaded
+    // machine: wait for the daemon to say it has ended.
+    EXPECT_TRUE(WaitForDaemonLog(*cold, "phase prefetched"));
     registry_->SettledBytesSent();
     registry_->ResetCounters();
     EXPECT_EQ(Shell("cd " + mnt.dir() + " && find . -type f -print0 | sort -z | "
