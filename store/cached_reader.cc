@@ -16,7 +16,11 @@ std::string KeyOf(const Digest& digest, const Digest& alias_key) {
   return digest.empty() ? alias_key.String() : digest.String();
 }
 
+thread_local bool t_last_read_missed = false;
+
 }  // namespace
+
+bool CachedFileReader::LastReadMissed() { return t_last_read_missed; }
 
 CachedFileReader::CachedFileReader(const index::MergedView& view, ChunkStore* store,
                                    std::vector<bool> cache_layer)
@@ -132,7 +136,9 @@ Result<size_t> CachedFileReader::Read(index::Ino ino, uint64_t offset, std::span
   const bool cached = store_ != nullptr &&
                       (origin.layer >= cache_layer_.size() || cache_layer_[origin.layer]);
   ASSIGN_OR_RETURN(index::NodeAttr attr, view_.Attr(ino));
+  t_last_read_missed = false;
   auto uncached = [&]() -> Result<size_t> {
+    t_last_read_missed = true;
     ASSIGN_OR_RETURN(size_t n, view_.ReadFile(ino, offset, out));
     std::lock_guard<std::mutex> lock(mu_);
     stats_.uncached_bytes += n;
@@ -190,6 +196,7 @@ Result<size_t> CachedFileReader::Read(index::Ino ino, uint64_t offset, std::span
       ++i;
       continue;
     }
+    t_last_read_missed = true;
     size_t last = i;
     while (last + 1 < chunks.size() && !have[last + 1]) ++last;
     const std::string key = KeyOf(chunks[i].digest, chunks[i].alias_key) + "+" +

@@ -66,6 +66,9 @@ class CachedFileReader {
 
   // As MergedView::ReadFile: up to out.size() bytes at offset, short only at the end.
   Result<size_t> Read(index::Ino ino, uint64_t offset, std::span<uint8_t> out);
+  // Whether the calling thread's last Read had to read its layer (a chunk was neither
+  // stored nor pending; a layer left out of the cache always does).
+  static bool LastReadMissed();
   // Whether every byte of the file would be served without reading its layer (all its
   // chunks stored or pending). False for layers left out of the cache.
   bool IsCached(index::Ino ino);

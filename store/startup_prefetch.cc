@@ -154,7 +154,8 @@ StartupPrefetchStats StartupPrefetcher::Stats() const {
   return stats_;
 }
 
-void StartupPrefetcher::Enqueue(index::Ino ino, std::string path, bool fetch, Priority priority) {
+void StartupPrefetcher::Enqueue(index::Ino ino, std::string path, bool fetch, Priority priority,
+                                bool deps) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_ || !seen_.insert(ino).second) return;
@@ -164,13 +165,17 @@ void StartupPrefetcher::Enqueue(index::Ino ino, std::string path, bool fetch, Pr
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_) return;
-    queues_[priority].push_back({ino, std::move(path), fetch});
-    // The workers start with the first file (a mount that never sees one has none).
-    for (size_t i = workers_.size(); i < std::max<size_t>(1, options_.threads); ++i) {
-      workers_.emplace_back([this] { Worker(); });
-    }
+    queues_[priority].push_back({ino, std::move(path), fetch, deps});
+    StartWorkers();
   }
   cv_.notify_one();
+}
+
+void StartupPrefetcher::StartWorkers() {
+  // The workers start with the first task (a mount that never sees one has none).
+  for (size_t i = workers_.size(); i < std::max<size_t>(1, options_.threads); ++i) {
+    workers_.emplace_back([this] { Worker(); });
+  }
 }
 
 void StartupPrefetcher::AddPath(const std::string& path) { AddPath(path, kExec); }
@@ -243,9 +248,65 @@ void StartupPrefetcher::AddConfigDir(index::Ino dir, const std::string& path, in
   }
 }
 
-void StartupPrefetcher::Observe(index::Ino ino, std::span<const uint8_t> head) {
-  if (!LooksLikeElf(head) && ShebangInterpreter(head).empty()) return;
-  Enqueue(ino, "", false, kExec);
+void StartupPrefetcher::Observe(index::Ino ino, std::span<const uint8_t> head, bool missed) {
+  const bool exec = LooksLikeElf(head) || !ShebangInterpreter(head).empty();
+  if (missed && !exec && options_.sibling_after > 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stop_ && noted_.insert(ino).second) {
+      Task note;
+      note.ino = ino;
+      note.fetch = false;
+      note.note = true;
+      queues_[kExec].push_back(std::move(note));
+      StartWorkers();
+      cv_.notify_one();
+    }
+  }
+  if (exec) Enqueue(ino, "", false, kExec);
+}
+
+void StartupPrefetcher::NoteRead(index::Ino ino) {
+  std::call_once(parents_once_, [this] {
+    parents_.assign(view_.InodeCount() + 1, 0);
+    std::vector<index::Ino> queue = {index::kRootIno};
+    for (size_t q = 0; q < queue.size(); ++q) {
+      (void)view_.ForEachChild(queue[q], [&](std::string_view, index::Ino child) {
+        if (child >= parents_.size() || parents_[child] != 0) return true;
+        parents_[child] = queue[q];
+        auto attr = view_.Attr(child);
+        if (attr.ok() && S_ISDIR(attr->mode)) queue.push_back(child);
+        return true;
+      });
+    }
+  });
+  if (ino >= parents_.size() || parents_[ino] == 0) return;
+  const index::Ino dir = parents_[ino];
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (++dir_reads_[dir] != options_.sibling_after) return;
+    stats_.dirs += 1;
+  }
+  std::vector<std::pair<index::Ino, uint64_t>> files;
+  uint64_t budget = options_.max_sibling_dir;
+  (void)view_.ForEachChild(dir, [&](std::string_view, index::Ino child) {
+    auto attr = view_.Attr(child);
+    if (!attr.ok() || !S_ISREG(attr->mode) || attr->size == 0 ||
+        attr->size > options_.max_sibling_file) {
+      return true;
+    }
+    if (attr->size > budget) return false;
+    budget -= attr->size;
+    files.emplace_back(child, attr->size);
+    return true;
+  });
+  for (const auto& [child, size] : files) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (sibling_bytes_ + size > options_.max_sibling_total) return;
+      sibling_bytes_ += size;
+    }
+    Enqueue(child, "", true, kSibling, /*deps=*/false);
+  }
 }
 
 void StartupPrefetcher::Worker() {
@@ -269,6 +330,10 @@ void StartupPrefetcher::Worker() {
 }
 
 void StartupPrefetcher::Process(const Task& task) {
+  if (task.note) {
+    NoteRead(task.ino);
+    return;
+  }
   auto attr = view_.Attr(task.ino);
   if (!attr.ok()) return;
   const uint64_t size = attr->size;
@@ -299,6 +364,7 @@ void StartupPrefetcher::Process(const Task& task) {
       stats_.bytes += size;
     }
   }
+  if (!task.deps) return;
   std::vector<uint8_t> head(std::min<uint64_t>(size, kHeadBytes));
   auto got = reader_.Read(task.ino, 0, head);
   if (!got.ok()) return;

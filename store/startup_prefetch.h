@@ -22,6 +22,14 @@
 //   /usr/share/<name>/ (nginx's modules and default page), each dir within a byte budget.
 //   The command, the libraries and those few files go first (workers take the most
 //   urgent queue first), then the config dir, then the data dirs.
+// - Directory readahead (any mount): a workload that reads a second file of a directory
+//   (Observe) usually reads more of it — python's imports read dozens of one
+//   __pycache__, a program its modules — and each cold file costs a round trip. So the
+//   directory's other small files are queued too, last in line, within a byte budget per
+//   directory and per mount. Only reads that had to fetch count (files the startup
+//   prefetch already brought show no need), and not those of ELF files or scripts (their
+//   libraries are followed as above; a library dir's other files are rarely wanted), and
+//   the queued files' own dependencies are not followed.
 //
 // Files inside a layer's prefetch set (store/prefetch.h) are left to that prefetch.
 // Thread safety: every method may be called from any thread.
@@ -35,6 +43,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -51,6 +60,13 @@ struct StartupPrefetchOptions {
   uint64_t max_config_file = 256 << 10;   // per file of /etc/<name>/
   uint64_t max_config_dir = 2ull << 20;   // all files of /etc/<name>/
   uint64_t max_data_dir = 1ull << 20;     // all files of /usr/lib/<name>/, /usr/share/<name>/
+  // Directory readahead: after this many distinct files of one directory were read (0:
+  // never), its other files up to max_sibling_file each, max_sibling_dir per directory and
+  // max_sibling_total per mount.
+  uint32_t sibling_after = 2;
+  uint64_t max_sibling_file = 256 << 10;
+  uint64_t max_sibling_dir = 4ull << 20;
+  uint64_t max_sibling_total = 256ull << 20;
 };
 
 struct StartupPrefetchStats {
@@ -58,6 +74,7 @@ struct StartupPrefetchStats {
   uint64_t bytes = 0;    // their bytes
   uint64_t skipped = 0;  // already cached
   uint64_t elf = 0;      // ELF files whose dependencies were read
+  uint64_t dirs = 0;     // directories whose files were queued by readahead
 };
 
 // A path inside the view with every symlink followed ("/lib" -> "usr/lib" included):
@@ -77,8 +94,10 @@ class StartupPrefetcher {
   void AddPath(const std::string& path);
   // Queues what running argv0 with this PATH needs first (see above).
   void AddCommand(const std::string& argv0, const std::string& path_env);
-  // A workload read the first bytes of ino (offset 0): queue an ELF file's libraries.
-  void Observe(index::Ino ino, std::span<const uint8_t> head);
+  // A workload read the first bytes of ino (offset 0): queue an ELF file's libraries, and,
+  // when the read had to fetch (missed), count it towards its directory's readahead.
+  // Cheap: the work is the workers'.
+  void Observe(index::Ino ino, std::span<const uint8_t> head, bool missed = true);
   // Until nothing is queued or being fetched.
   void Wait();
   // Ends the workers (queued files are dropped); later calls queue nothing.
@@ -90,12 +109,18 @@ class StartupPrefetcher {
     index::Ino ino = 0;
     std::string path;  // "" when unknown (observed reads)
     bool fetch = true;
+    bool deps = true;   // follow an ELF file's libraries (a script's interpreter)
+    bool note = false;  // not a fetch: a workload's read of ino to count (NoteRead)
   };
   // Queues, most urgent first: the command, its libraries and the files every process
-  // reads; the command's config dir; its data dirs.
-  enum Priority { kExec = 0, kConfig = 1, kData = 2, kPriorities = 3 };
+  // reads; the command's config dir; its data dirs; directory readahead.
+  enum Priority { kExec = 0, kConfig = 1, kData = 2, kSibling = 3, kPriorities = 4 };
   // Queues ino unless seen before (or in a prefetch set, or not a regular file).
-  void Enqueue(index::Ino ino, std::string path, bool fetch, Priority priority);
+  void Enqueue(index::Ino ino, std::string path, bool fetch, Priority priority,
+               bool deps = true);
+  // Counts a workload's first read of ino towards its directory; the sibling_after-th
+  // queues the directory's other small files.
+  void NoteRead(index::Ino ino);
   void AddPath(const std::string& path, Priority priority);
   bool Empty() const {  // mu_ held
     for (const auto& q : queues_) {
@@ -103,6 +128,7 @@ class StartupPrefetcher {
     }
     return true;
   }
+  void StartWorkers();  // mu_ held
   void Worker();
   void Process(const Task& task);
   // Where ld.so would find `name` needed by the object at obj_path.
@@ -121,6 +147,11 @@ class StartupPrefetcher {
   std::condition_variable idle_cv_;  // queue empty and nothing active
   std::deque<Task> queues_[kPriorities];
   std::unordered_set<index::Ino> seen_;
+  std::unordered_set<index::Ino> noted_;                 // files Observe counted
+  std::unordered_map<index::Ino, uint32_t> dir_reads_;   // directory -> files read
+  uint64_t sibling_bytes_ = 0;                           // queued by readahead so far
+  std::once_flag parents_once_;
+  std::vector<index::Ino> parents_;  // ino -> its directory; built by the first NoteRead
   size_t active_ = 0;
   bool stop_ = false;
   StartupPrefetchStats stats_;

@@ -93,7 +93,7 @@ class Background {
           const store::StartupPrefetchStats s = startup_->Stats();
           LOG(kInfo) << "startup prefetch for " << argv0 << ": " << s.files << " files ("
                      << s.bytes << " bytes) fetched, " << s.skipped << " already cached, "
-                     << s.elf << " ELF files";
+                     << s.elf << " ELF files, " << s.dirs << " directories read ahead";
         }
         store::PrefetchOptions options;
         options.all = req_.prefetch == "all";
@@ -234,7 +234,9 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
     auto n = reader->Read(ino, offset, out);
     if (n.ok()) {
       *served += *n;
-      if (offset == 0 && startup != nullptr) startup->Observe(ino, out.first(*n));
+      if (offset == 0 && startup != nullptr) {
+        startup->Observe(ino, out.first(*n), store::CachedFileReader::LastReadMissed());
+      }
     }
     return n;
   });

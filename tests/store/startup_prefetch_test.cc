@@ -171,6 +171,71 @@ TEST_P(StartupPrefetchTest, ObservedElfReadQueuesItsLibraries) {
   EXPECT_FALSE(Cached("etc/passwd"));
 }
 
+// A second file read in one directory queues the directory's other small files, without
+// following their libraries; the first read alone queues nothing.
+TEST_P(StartupPrefetchTest, SecondReadInADirectoryFetchesItsOtherSmallFiles) {
+  StartupPrefetcher prefetcher(*view_, *reader_);
+  const std::string text = "not an ELF file";
+  const std::span<const uint8_t> head(reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  prefetcher.Observe(*view_->Resolve("usr/bin/script"), head);
+  prefetcher.Observe(*view_->Resolve("usr/bin/script"), head);  // the same file again
+  prefetcher.Wait();
+  reader_->Flush();
+  // A read the cache served shows no need to read ahead.
+  prefetcher.Observe(*view_->Resolve("usr/bin/app"), head, /*missed=*/false);
+  prefetcher.Wait();
+  reader_->Flush();
+  EXPECT_FALSE(Cached("usr/bin/app"));
+  EXPECT_EQ(prefetcher.Stats().dirs, 0u);
+  prefetcher.Observe(*view_->Resolve("usr/bin/other"), head);
+  prefetcher.Wait();
+  reader_->Flush();
+  EXPECT_TRUE(Cached("usr/bin/app"));
+  EXPECT_TRUE(Cached("usr/bin/script"));
+  EXPECT_EQ(prefetcher.Stats().dirs, 1u);
+  // app's libraries are not the directory's: not followed.
+  EXPECT_FALSE(Cached("usr/lib/app/libpriv.so"));
+  EXPECT_FALSE(Cached("usr/lib/x86_64-linux-gnu/libfoo.so.1.2"));
+
+  // Files over the per-file cap stay where they are; so does everything when it is off.
+  prefetcher.Observe(*view_->Resolve("etc/app/app.conf"), head);
+  prefetcher.Observe(*view_->Resolve("etc/app/conf.d/a.conf"), head);  // another directory
+  prefetcher.Wait();
+  EXPECT_EQ(prefetcher.Stats().dirs, 1u);
+  StartupPrefetchOptions off;
+  off.sibling_after = 0;
+  StartupPrefetcher quiet(*view_, *reader_, off);
+  quiet.Observe(*view_->Resolve("usr/lib/x86_64-linux-gnu/libbar.so.2"), head);
+  quiet.Observe(*view_->Resolve("usr/lib/x86_64-linux-gnu/libfoo.so.1.2"), head);
+  quiet.Wait();
+  reader_->Flush();
+  EXPECT_FALSE(Cached("usr/lib/x86_64-linux-gnu/libunused.so.1"));
+  StartupPrefetchOptions small;
+  small.max_sibling_file = 1000;  // the libraries are ~3 KB
+  StartupPrefetcher capped(*view_, *reader_, small);
+  capped.Observe(*view_->Resolve("usr/lib/x86_64-linux-gnu/libbar.so.2"), head);
+  capped.Observe(*view_->Resolve("usr/lib/x86_64-linux-gnu/libfoo.so.1.2"), head);
+  capped.Wait();
+  reader_->Flush();
+  EXPECT_EQ(capped.Stats().dirs, 1u);
+  EXPECT_FALSE(Cached("usr/lib/x86_64-linux-gnu/libunused.so.1"));
+  StartupPrefetcher open_dir(*view_, *reader_);
+  open_dir.Observe(*view_->Resolve("usr/lib/x86_64-linux-gnu/libbar.so.2"), head);
+  open_dir.Observe(*view_->Resolve("usr/lib/x86_64-linux-gnu/libfoo.so.1.2"), head);
+  open_dir.Wait();
+  reader_->Flush();
+  EXPECT_TRUE(Cached("usr/lib/x86_64-linux-gnu/libunused.so.1"));
+
+  // The reader says whether a read had to fetch.
+  std::vector<uint8_t> buf(100);
+  const index::Ino big = *view_->Resolve("big");
+  ASSERT_TRUE(reader_->Read(big, 0, buf).ok());
+  EXPECT_TRUE(CachedFileReader::LastReadMissed());
+  reader_->Flush();
+  ASSERT_TRUE(reader_->Read(big, 0, buf).ok());
+  EXPECT_FALSE(CachedFileReader::LastReadMissed());
+}
+
 TEST_P(StartupPrefetchTest, ScriptCommandFetchesItsInterpreterAndItsLibraries) {
   StartupPrefetcher prefetcher(*view_, *reader_);
   prefetcher.AddCommand("script", "/usr/bin");
