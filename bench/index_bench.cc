@@ -451,7 +451,41 @@ void BM_ConvertWriter(benchmark::State& state) {
   state.SetLabel(std::string(kFormatNames[format]) + " writer (default options)");
 }
 
+// Opening a real layer's index from a local copy of its blob (the seekable formats read
+// only their footer and TOC): IMAGEFS_BENCH_LAYER=PATH, IMAGEFS_BENCH_MEDIA_TYPE=TYPE
+// (default the zstd layer type). The cold-start bench's nginx layers are the reference:
+// the CPU a mount spends between the TOC's arrival and the index being ready.
+void BM_OpenGivenLayer(benchmark::State& state) {
+  const std::string path = GetEnv("IMAGEFS_BENCH_LAYER");
+  if (path.empty()) {
+    state.SkipWithError("IMAGEFS_BENCH_LAYER is not set");
+    return;
+  }
+  std::string media_type = GetEnv("IMAGEFS_BENCH_MEDIA_TYPE");
+  if (media_type.empty()) media_type = kMediaTypes[kZstdChunkedFmt];
+  auto src = fetch::OpenFileBlobSource(path);
+  if (!src.ok()) {
+    state.SkipWithError(src.status().message().c_str());
+    return;
+  }
+  std::unique_ptr<LayerIndex> idx;
+  for (auto _ : state) {
+    idx.reset();
+    auto r = OpenLayerIndex(**src, media_type, "", nullptr, OpenOptions{});
+    if (!r.ok()) {
+      state.SkipWithError(r.status().message().c_str());
+      return;
+    }
+    idx = std::move(*r);
+  }
+  state.counters["mem_MiB"] = static_cast<double>(idx->MemoryUsage()) / (1 << 20);
+  state.counters["nodes"] = static_cast<double>(idx->NodeCount());
+  state.SetLabel(path);
+}
+
 constexpr auto kMs = benchmark::kMillisecond;
+
+BENCHMARK(BM_OpenGivenLayer)->Unit(kMs)->UseRealTime();
 
 BENCHMARK(BM_BuildIndex)
     ->ArgNames({"format", "span_kib"})

@@ -14,11 +14,11 @@
 
 #include <algorithm>
 #include <cstring>
-#include <nlohmann/json.hpp>
 
 #include "index/coding.h"
 #include "index/estargz.h"
 #include "index/readers.h"
+#include "index/toc_json.h"
 #include "index/toc_util.h"
 
 namespace imagefs::index {
@@ -96,7 +96,6 @@ ParsedFooter ParseFooter(std::span<const uint8_t> p) {
 namespace internal {
 namespace {
 
-using json = nlohmann::json;
 
 // Bounds on what a TOC may make us allocate.
 constexpr uint64_t kMaxTocCompressed = 256ull << 20;
@@ -151,19 +150,19 @@ Result<std::string> Gunzip(std::span<const uint8_t> in, uint64_t limit) {
 // Typed access to optional TOC fields; a field of the wrong type is an error.
 class Fields {
  public:
-  explicit Fields(const json& obj) : obj_(obj) {}
+  explicit Fields(const TocObject& obj) : obj_(obj) {}
   bool String(const char* key, std::string& out) {
-    auto it = obj_.find(key);
-    if (it == obj_.end() || it->is_null()) return true;
+    const TocValue* it = obj_.Find(key);
+    if (it == nullptr || it->is_null()) return true;
     if (!it->is_string()) return Bad(key);
-    out = it->get_ref<const std::string&>();
+    out = it->s;
     return true;
   }
   bool Unsigned(const char* key, uint64_t& out) {
-    auto it = obj_.find(key);
-    if (it == obj_.end() || it->is_null()) return true;
-    if (!it->is_number_unsigned()) return Bad(key);
-    out = it->get<uint64_t>();
+    const TocValue* it = obj_.Find(key);
+    if (it == nullptr || it->is_null()) return true;
+    if (!it->is_unsigned()) return Bad(key);
+    out = it->u;
     return true;
   }
   bool Unsigned32(const char* key, uint32_t& out) {
@@ -180,7 +179,7 @@ class Fields {
     bad_ = key;
     return false;
   }
-  const json& obj_;
+  const TocObject& obj_;
   std::string bad_;
 };
 
@@ -207,13 +206,13 @@ class TocParser {
  public:
   TocParser(uint64_t toc_offset) : toc_offset_(toc_offset) {}
 
-  Status Parse(const json& toc, TreeBuilder& builder);
+  Status Parse(const TocDocument& toc, TreeBuilder& builder);
   // Turns the TOC chunks of every file into ChunkRefs.
   Status MapChunks();
   const std::vector<TocFile>& files() const { return files_; }
 
  private:
-  Status AddEntry(size_t index, const json& entry, TreeBuilder& builder);
+  Status AddEntry(size_t index, const TocObject& entry, TreeBuilder& builder);
   Status AddChunk(TocFile& file, Fields& fields, const std::string& where);
 
   const uint64_t toc_offset_;
@@ -222,18 +221,17 @@ class TocParser {
   size_t current_file_ = SIZE_MAX;
 };
 
-Status TocParser::Parse(const json& toc, TreeBuilder& builder) {
-  if (!toc.is_object()) return Status::Corruption("TOC is not a JSON object");
-  auto version = toc.find("version");
-  if (version == toc.end() || !version->is_number_unsigned() || version->get<uint64_t>() != 1) {
+Status TocParser::Parse(const TocDocument& toc, TreeBuilder& builder) {
+  if (!toc.is_object) return Status::Corruption("TOC is not a JSON object");
+  const TocValue* version = toc.top.Find("version");
+  if (version == nullptr || !version->is_unsigned() || version->u != 1) {
     return Status::Corruption("TOC version is not 1");
   }
-  auto entries = toc.find("entries");
-  if (entries == toc.end() || !entries->is_array()) {
+  if (!toc.has_entries || !toc.entries_is_array) {
     return Status::Corruption("TOC has no entries array");
   }
-  for (size_t i = 0; i < entries->size(); ++i) {
-    RETURN_IF_ERROR(AddEntry(i, (*entries)[i], builder));
+  for (size_t i = 0; i < toc.entries.size(); ++i) {
+    RETURN_IF_ERROR(AddEntry(i, toc.entries[i], builder));
   }
   return Status::Ok();
 }
@@ -262,9 +260,9 @@ Status TocParser::AddChunk(TocFile& file, Fields& fields, const std::string& whe
   return Status::Ok();
 }
 
-Status TocParser::AddEntry(size_t index, const json& j, TreeBuilder& builder) {
+Status TocParser::AddEntry(size_t index, const TocObject& j, TreeBuilder& builder) {
   std::string where = "TOC entry " + std::to_string(index);
-  if (!j.is_object()) return Status::Corruption(where + " is not an object");
+  if (!j.is_object) return Status::Corruption(where + " is not an object");
   Fields fields(j);
   std::string name, type, modtime;
   if (!fields.String("name", name) || !fields.String("type", type)) {
@@ -313,19 +311,22 @@ Status TocParser::AddEntry(size_t index, const json& j, TreeBuilder& builder) {
     }
     e.linkname = *target;
   }
-  auto xattrs = j.find("xattrs");
-  if (xattrs != j.end() && !xattrs->is_null()) {
+  const TocValue* xattrs = j.Find("xattrs");
+  if (xattrs != nullptr && !xattrs->is_null()) {
     if (!xattrs->is_object()) return Status::Corruption(where + ": xattrs is not an object");
-    for (auto it = xattrs->begin(); it != xattrs->end(); ++it) {
-      Result<std::string> value = Status::Corruption("not a string");
-      if (it.value().is_string()) {
-        value = Base64DecodeStrict(it.value().get_ref<const std::string&>());
-      }
-      if (!value.ok()) {
-        return Status::Corruption(where + ": xattr \"" + it.key() + "\" is not base64");
-      }
-      e.xattrs.emplace_back(it.key(), std::move(*value));
+    if (xattrs->object->has_bad_member) {
+      return Status::Corruption(where + ": xattr \"" + xattrs->object->bad_member +
+                                "\" is not base64");
     }
+    for (const auto& [key, text] : xattrs->object->members) {
+      Result<std::string> value = Base64DecodeStrict(text);
+      if (!value.ok()) {
+        return Status::Corruption(where + ": xattr \"" + key + "\" is not base64");
+      }
+      e.xattrs.emplace_back(key, std::move(*value));
+    }
+    // In name order, as a JSON object's members always came before.
+    std::sort(e.xattrs.begin(), e.xattrs.end());
   }
   const bool hidden = estargz::IsFormatEntry(e.path);
   if (tar_type == TarType::kRegular) {
@@ -549,12 +550,12 @@ Result<std::unique_ptr<FlatLayerIndex>> TryOpenEstargz(
       return corrupt("TOC digest " + got + " does not match the annotation " + want_digest->second);
     }
   }
-  json toc = json::parse(toc_json.begin(), toc_json.end(), nullptr, /*allow_exceptions=*/false);
-  if (toc.is_discarded()) return corrupt("stargz.index.json is not valid JSON");
+  auto toc = ParseTocJson(toc_json);
+  if (!toc.ok()) return corrupt("stargz.index.json is " + toc.status().message());
 
   TreeBuilder builder;
   TocParser parser(footer.toc_offset);
-  st = parser.Parse(toc, builder);
+  st = parser.Parse(*toc, builder);
   if (st.ok()) st = parser.MapChunks();
   if (!st.ok()) return corrupt(st.message());
   const std::vector<TocFile>& files = parser.files();

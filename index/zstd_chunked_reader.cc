@@ -8,11 +8,11 @@
 #include <charconv>
 #include <cstring>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "index/coding.h"
 #include "index/readers.h"
+#include "index/toc_json.h"
 #include "index/toc_util.h"
 #include "index/zstd_chunked.h"
 #include "util/ascii.h"
@@ -110,7 +110,6 @@ namespace internal {
 namespace {
 
 namespace zc = zstd_chunked;
-using Json = nlohmann::json;
 
 // zstd's largest expansion: a 4-byte RLE block yields a 128 KiB block. A chunk claiming
 // more output per compressed byte than this cannot be real.
@@ -159,9 +158,9 @@ class Reader {
   Result<std::optional<Located>> FromAnnotations() const;
   Result<std::optional<Located>> FromFooter();
   Result<std::string> ReadToc(const Located& loc);
-  Result<std::unique_ptr<FlatLayerIndex>> Build(const Json& toc, uint64_t toc_start);
-  Result<int64_t> Int(const Json& e, const char* key, int64_t min, int64_t max) const;
-  Result<std::string> Str(const Json& e, const char* key) const;
+  Result<std::unique_ptr<FlatLayerIndex>> Build(const TocDocument& toc, uint64_t toc_start);
+  Result<int64_t> Int(const TocObject& e, const char* key, int64_t min, int64_t max) const;
+  Result<std::string> Str(const TocObject& e, const char* key) const;
   Result<std::array<uint8_t, 32>> Sha(const std::string& text, const std::string& what) const;
 
   fetch::BlobSource& source_;
@@ -295,18 +294,17 @@ Result<std::string> Reader::ReadToc(const Located& loc) {
   return toc;
 }
 
-Result<int64_t> Reader::Int(const Json& e, const char* key, int64_t min, int64_t max) const {
-  auto it = e.find(key);
-  if (it == e.end() || it->is_null()) return int64_t{0};
+Result<int64_t> Reader::Int(const TocObject& e, const char* key, int64_t min, int64_t max) const {
+  const TocValue* it = e.Find(key);
+  if (it == nullptr || it->is_null()) return int64_t{0};
   int64_t v;
-  if (it->is_number_unsigned()) {
-    uint64_t u = it->get<uint64_t>();
-    if (u > static_cast<uint64_t>(max)) {
+  if (it->is_unsigned()) {
+    if (it->u > static_cast<uint64_t>(max)) {
       return Bad(std::string("TOC field ") + key + " out of range");
     }
-    v = static_cast<int64_t>(u);
-  } else if (it->is_number_integer()) {
-    v = it->get<int64_t>();
+    v = static_cast<int64_t>(it->u);
+  } else if (it->is_integer()) {
+    v = it->as_int64();
   } else {
     return Bad(std::string("TOC field ") + key + " is not an integer");
   }
@@ -314,11 +312,11 @@ Result<int64_t> Reader::Int(const Json& e, const char* key, int64_t min, int64_t
   return v;
 }
 
-Result<std::string> Reader::Str(const Json& e, const char* key) const {
-  auto it = e.find(key);
-  if (it == e.end() || it->is_null()) return std::string();
+Result<std::string> Reader::Str(const TocObject& e, const char* key) const {
+  const TocValue* it = e.Find(key);
+  if (it == nullptr || it->is_null()) return std::string();
   if (!it->is_string()) return Bad(std::string("TOC field ") + key + " is not a string");
-  return it->get<std::string>();
+  return it->s;
 }
 
 Result<std::array<uint8_t, 32>> Reader::Sha(const std::string& text,
@@ -328,18 +326,17 @@ Result<std::array<uint8_t, 32>> Reader::Sha(const std::string& text,
   return *sha;
 }
 
-Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t toc_start) {
-  if (!toc.is_object()) return Bad("TOC is not a JSON object");
-  auto ver = toc.find("version");
-  if (ver != toc.end() && !(ver->is_number_integer() && ver->get<int64_t>() == 1)) {
+Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const TocDocument& toc, uint64_t toc_start) {
+  if (!toc.is_object) return Bad("TOC is not a JSON object");
+  const TocValue* ver = toc.top.Find("version");
+  if (ver != nullptr && !(ver->is_integer() && ver->as_int64() == 1)) {
     return Bad("TOC version is not 1");
   }
-  auto entries_it = toc.find("entries");
-  if (entries_it == toc.end() || !entries_it->is_array()) return Bad("TOC has no entries array");
-  const Json& entries = *entries_it;
+  if (!toc.has_entries || !toc.entries_is_array) return Bad("TOC has no entries array");
+  const std::vector<TocObject>& entries = toc.entries;
   const size_t n = entries.size();
-  for (const Json& e : entries) {
-    if (!e.is_object()) return Bad("TOC entry is not an object");
+  for (const TocObject& e : entries) {
+    if (!e.is_object) return Bad("TOC entry is not an object");
   }
 
   // Where the compressed data after entry i ends when the TOC gives no endOffset: the
@@ -380,7 +377,7 @@ Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t 
   };
 
   for (size_t i = 0; i < n; ++i) {
-    const Json& e = entries[i];
+    const TocObject& e = entries[i];
     ASSIGN_OR_RETURN(std::string type, Str(e, "type"));
     ASSIGN_OR_RETURN(std::string raw_name, Str(e, "name"));
     if (type == "chunk") return Bad("entry \"" + raw_name + "\": chunk without a regular file");
@@ -408,19 +405,22 @@ Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t 
     ASSIGN_OR_RETURN(int64_t dev_minor, Int(e, "devMinor", 0, UINT32_MAX));
     te.dev_major = static_cast<uint32_t>(dev_major);
     te.dev_minor = static_cast<uint32_t>(dev_minor);
-    auto xattrs = e.find("xattrs");
-    if (xattrs != e.end() && !xattrs->is_null()) {
+    const TocValue* xattrs = e.Find("xattrs");
+    if (xattrs != nullptr && !xattrs->is_null()) {
       if (!xattrs->is_object()) return Bad("entry \"" + raw_name + "\": xattrs is not an object");
-      for (auto it = xattrs->begin(); it != xattrs->end(); ++it) {
-        if (!it.value().is_string()) {
-          return Bad("entry \"" + raw_name + "\": xattr " + it.key() + " is not a string");
-        }
-        auto value = Base64DecodeStrict(it.value().get<std::string>());
-        if (!value.ok()) {
-          return Bad("entry \"" + raw_name + "\": xattr " + it.key() + " is not base64");
-        }
-        te.xattrs.emplace_back(it.key(), std::move(*value));
+      if (xattrs->object->has_bad_member) {
+        return Bad("entry \"" + raw_name + "\": xattr " + xattrs->object->bad_member +
+                   " is not a string");
       }
+      for (const auto& [key, text] : xattrs->object->members) {
+        auto value = Base64DecodeStrict(text);
+        if (!value.ok()) {
+          return Bad("entry \"" + raw_name + "\": xattr " + key + " is not base64");
+        }
+        te.xattrs.emplace_back(key, std::move(*value));
+      }
+      // In name order, as a JSON object's members always came before.
+      std::sort(te.xattrs.begin(), te.xattrs.end());
     }
     ASSIGN_OR_RETURN(std::string link, Str(e, "linkName"));
     ASSIGN_OR_RETURN(int64_t size, Int(e, "size", 0, static_cast<int64_t>(kMaxFileSize)));
@@ -433,7 +433,7 @@ Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t 
       te.data_offset = files.size();
       std::vector<ChunkRef>& chunks = files.emplace_back();
       size_t last = i;
-      while (last + 1 < n && entries[last + 1].value("type", Json()) == "chunk") ++last;
+      while (last + 1 < n && entries[last + 1].StringOr("type") == "chunk") ++last;
       if (size > 0 && last == i) {
         ASSIGN_OR_RETURN(int64_t off, Int(e, "offset", 0, INT64_MAX));
         ASSIGN_OR_RETURN(int64_t end, Int(e, "endOffset", 0, INT64_MAX));
@@ -450,7 +450,7 @@ Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t 
         ASSIGN_OR_RETURN(int64_t main_end, Int(e, "endOffset", 0, INT64_MAX));
         uint64_t pos = 0;
         for (size_t k = i; k <= last; ++k) {
-          const Json& c = entries[k];
+          const TocObject& c = entries[k];
           ASSIGN_OR_RETURN(int64_t off, Int(c, "offset", 0, INT64_MAX));
           constexpr auto kMax = static_cast<int64_t>(kMaxFileSize);
           ASSIGN_OR_RETURN(int64_t csize, Int(c, "chunkSize", 0, kMax));
@@ -513,9 +513,9 @@ Result<std::unique_ptr<FlatLayerIndex>> Reader::Build(const Json& toc, uint64_t 
   auto index = builder.Finish(map, LayerFormat::kZstdChunked, size_, layer_digest_, nullptr);
   if (!index.ok()) return index.status().WithContext("layer " + name_ + ": zstd:chunked TOC");
   // imagefs convert's prefetch boundary (docs/formats.md); other writers have none.
-  auto end = toc.find(std::string(zc::kPrefetchEndKey));
-  if (end != toc.end() && end->is_number_unsigned() && end->get<uint64_t>() <= size_) {
-    (*index)->set_prefetch_end(end->get<uint64_t>());
+  const TocValue* end = toc.top.Find(zc::kPrefetchEndKey);
+  if (end != nullptr && end->is_unsigned() && end->u <= size_) {
+    (*index)->set_prefetch_end(end->u);
   }
   return std::move(*index);
 }
@@ -527,18 +527,13 @@ Result<std::unique_ptr<FlatLayerIndex>> Reader::Open() {
   }
   if (!loc) return std::unique_ptr<FlatLayerIndex>();
   ASSIGN_OR_RETURN(std::string text, ReadToc(*loc));
-  Json toc;
-  try {
-    toc = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  } catch (const std::exception& e) {
-    return Bad(std::string("TOC is not valid JSON: ") + e.what());
-  }
-  if (toc.is_discarded()) return Bad("TOC is not valid JSON");
+  auto toc = ParseTocJson(text);
+  if (!toc.ok()) return Bad("TOC is " + toc.status().message());
   const uint64_t toc_start = loc->footer.manifest_offset >= zc::kSkippableHeader
                                  ? loc->footer.manifest_offset - zc::kSkippableHeader
                                  : loc->footer.manifest_offset;
   try {
-    return Build(toc, toc_start);
+    return Build(*toc, toc_start);
   } catch (const std::exception& e) {
     return Bad(std::string("TOC: ") + e.what());
   }
