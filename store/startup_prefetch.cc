@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <map>
 
 #include "store/elf.h"
 #include "store/prefetch.h"
+#include "util/log.h"
 
 namespace imagefs::store {
 namespace {
@@ -125,8 +127,12 @@ Result<std::pair<index::Ino, std::string>> FollowPath(const index::MergedView& v
 }
 
 StartupPrefetcher::StartupPrefetcher(const index::MergedView& view, CachedFileReader& reader,
-                                     StartupPrefetchOptions options)
-    : view_(view), reader_(reader), options_(options) {}
+                                     StartupPrefetchOptions options, PreloadFor preload)
+    : view_(view),
+      reader_(reader),
+      preload_(std::move(preload)),
+      options_(options),
+      readahead_(options.sibling_after > 0 && !HasPrefetchSet(view)) {}
 
 StartupPrefetcher::~StartupPrefetcher() { Stop(); }
 
@@ -165,7 +171,12 @@ void StartupPrefetcher::Enqueue(index::Ino ino, std::string path, bool fetch, Pr
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_) return;
-    queues_[priority].push_back({ino, std::move(path), fetch, deps});
+    Task task;
+    task.ino = ino;
+    task.path = std::move(path);
+    task.fetch = fetch;
+    task.deps = deps;
+    queues_[priority].push_back(std::move(task));
     StartWorkers();
   }
   cv_.notify_one();
@@ -250,7 +261,7 @@ void StartupPrefetcher::AddConfigDir(index::Ino dir, const std::string& path, in
 
 void StartupPrefetcher::Observe(index::Ino ino, std::span<const uint8_t> head, bool missed) {
   const bool exec = LooksLikeElf(head) || !ShebangInterpreter(head).empty();
-  if (missed && !exec && options_.sibling_after > 0) {
+  if (missed && !exec && readahead_) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!stop_ && noted_.insert(ino).second) {
       Task note;
@@ -299,32 +310,105 @@ void StartupPrefetcher::NoteRead(index::Ino ino) {
     files.emplace_back(child, attr->size);
     return true;
   });
-  for (const auto& [child, size] : files) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (sibling_bytes_ + size > options_.max_sibling_total) return;
-      sibling_bytes_ += size;
+  LOG(kDebug) << "readahead: directory " << dir << ": " << files.size() << " files";
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t keep = 0;
+    while (keep < files.size() &&
+           sibling_bytes_ + files[keep].second <= options_.max_sibling_total) {
+      sibling_bytes_ += files[keep++].second;
     }
-    Enqueue(child, "", true, kSibling, /*deps=*/false);
+    files.resize(keep);
+    if (files.empty() || stop_) return;
+    if (preload_) {
+      // One task for the directory: its files' bytes in one range request (below).
+      Task task;
+      task.ino = dir;
+      task.fetch = false;
+      task.deps = false;
+      task.files = std::move(files);
+      queues_[kSibling].push_back(std::move(task));
+      StartWorkers();
+      cv_.notify_one();
+      return;
+    }
   }
+  for (const auto& [child, size] : files) Enqueue(child, "", true, kSibling, /*deps=*/false);
+}
+
+void StartupPrefetcher::ReadAhead(const std::vector<std::pair<index::Ino, uint64_t>>& files) {
+  // A directory's files sit together in their layer (tar order; a converted layer keeps
+  // it), so the uncached ones are fetched as one range of each layer's blob into its
+  // preload window, then read (decoded, verified, stored) from there. A range much wider
+  // than the files (an unsorted layer) is not fetched whole: the files then go one by one.
+  struct Span {
+    uint64_t begin = UINT64_MAX, end = 0, bytes = 0;
+  };
+  std::map<uint32_t, Span> spans;
+  std::vector<std::pair<index::Ino, uint64_t>> todo;
+  for (const auto& [ino, size] : files) {
+    if (reader_.IsCached(ino)) continue;
+    auto origin = view_.OriginOf(ino);
+    if (!origin.ok()) continue;
+    Span& span = spans[origin->layer];
+    for (const index::ChunkRef& c : view_.layers()[origin->layer].index->Chunks(origin->node)) {
+      span.begin = std::min(span.begin, c.blob_offset);
+      span.end = std::max(span.end, c.blob_offset + c.blob_length);
+      span.bytes += c.blob_length;
+    }
+    todo.emplace_back(ino, size);
+  }
+  for (const auto& [layer, span] : spans) {
+    fetch::PreloadBlobSource* source = preload_(layer);
+    if (source == nullptr || span.end <= span.begin) continue;
+    const uint64_t width = span.end - span.begin;
+    if (width > options_.max_sibling_dir || width > 2 * span.bytes + (256 << 10)) continue;
+    (void)source->Preload({span.begin, width});
+  }
+  std::vector<uint8_t> buf(256 << 10);
+  for (const auto& [ino, size] : todo) {
+    bool ok = true;
+    for (uint64_t off = 0; off < size && ok;) {
+      auto n = reader_.Read(ino, off, buf);
+      ok = n.ok() && *n > 0;
+      if (ok) off += *n;
+    }
+    if (!ok) continue;
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.files += 1;
+    stats_.bytes += size;
+  }
+}
+
+int StartupPrefetcher::NextPriority() const {
+  for (int p = 0; p < kPriorities; ++p) {
+    if (queues_[p].empty()) continue;
+    // Readahead's files go a few at a time: each is a request of its own, and a flood of
+    // them delays the registry's answers to the workload's own reads.
+    if (p == kSibling && sibling_active_ >= options_.sibling_threads) continue;
+    return p;
+  }
+  return -1;
 }
 
 void StartupPrefetcher::Worker() {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    cv_.wait(lock, [&] { return stop_ || !Empty(); });
+    cv_.wait(lock, [&] { return stop_ || NextPriority() >= 0; });
     if (stop_) return;
-    const int priority = static_cast<int>(
-        std::find_if(std::begin(queues_), std::end(queues_),
-                     [](const std::deque<Task>& q) { return !q.empty(); }) -
-        std::begin(queues_));
+    const int priority = NextPriority();
     Task task = std::move(queues_[priority].front());
     queues_[priority].pop_front();
     ++active_;
+    if (priority == kSibling) ++sibling_active_;
     lock.unlock();
     Process(task);
     lock.lock();
     --active_;
+    if (priority == kSibling) {
+      --sibling_active_;
+      cv_.notify_one();
+    }
     if (Empty() && active_ == 0) idle_cv_.notify_all();
   }
 }
@@ -332,6 +416,10 @@ void StartupPrefetcher::Worker() {
 void StartupPrefetcher::Process(const Task& task) {
   if (task.note) {
     NoteRead(task.ino);
+    return;
+  }
+  if (!task.files.empty()) {
+    ReadAhead(task.files);
     return;
   }
   auto attr = view_.Attr(task.ino);

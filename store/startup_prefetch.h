@@ -26,7 +26,8 @@
 //   (Observe) usually reads more of it — python's imports read dozens of one
 //   __pycache__, a program its modules — and each cold file costs a round trip. So the
 //   directory's other small files are queued too, last in line, within a byte budget per
-//   directory and per mount. Only reads that had to fetch count (files the startup
+//   directory and per mount, two at a time, and only for images without a prefetch set.
+//   Only reads that had to fetch count (files the startup
 //   prefetch already brought show no need), and not those of ELF files or scripts (their
 //   libraries are followed as above; a library dir's other files are rarely wanted), and
 //   the queued files' own dependencies are not followed.
@@ -50,6 +51,7 @@
 
 #include "index/merged_view.h"
 #include "store/cached_reader.h"
+#include "store/prefetch.h"
 #include "util/status.h"
 
 namespace imagefs::store {
@@ -63,7 +65,8 @@ struct StartupPrefetchOptions {
   // Directory readahead: after this many distinct files of one directory were read (0:
   // never), its other files up to max_sibling_file each, max_sibling_dir per directory and
   // max_sibling_total per mount.
-  uint32_t sibling_after = 2;
+  uint32_t sibling_after = 3;
+  size_t sibling_threads = 2;  // readahead files fetched at once
   uint64_t max_sibling_file = 256 << 10;
   uint64_t max_sibling_dir = 4ull << 20;
   uint64_t max_sibling_total = 256ull << 20;
@@ -84,8 +87,10 @@ Result<std::pair<index::Ino, std::string>> FollowPath(const index::MergedView& v
 
 class StartupPrefetcher {
  public:
+  // preload (optional) gives a layer's PreloadBlobSource: directory readahead then fetches
+  // a directory's files as one range request instead of one request each.
   StartupPrefetcher(const index::MergedView& view, CachedFileReader& reader,
-                    StartupPrefetchOptions options = {});
+                    StartupPrefetchOptions options = {}, PreloadFor preload = nullptr);
   ~StartupPrefetcher();  // Stop()
   StartupPrefetcher(const StartupPrefetcher&) = delete;
   StartupPrefetcher& operator=(const StartupPrefetcher&) = delete;
@@ -111,6 +116,7 @@ class StartupPrefetcher {
     bool fetch = true;
     bool deps = true;   // follow an ELF file's libraries (a script's interpreter)
     bool note = false;  // not a fetch: a workload's read of ino to count (NoteRead)
+    std::vector<std::pair<index::Ino, uint64_t>> files;  // directory readahead: its files
   };
   // Queues, most urgent first: the command, its libraries and the files every process
   // reads; the command's config dir; its data dirs; directory readahead.
@@ -121,6 +127,8 @@ class StartupPrefetcher {
   // Counts a workload's first read of ino towards its directory; the sibling_after-th
   // queues the directory's other small files.
   void NoteRead(index::Ino ino);
+  // Fetches these files (inode, size) of one directory, in one range per layer.
+  void ReadAhead(const std::vector<std::pair<index::Ino, uint64_t>>& files);
   void AddPath(const std::string& path, Priority priority);
   bool Empty() const {  // mu_ held
     for (const auto& q : queues_) {
@@ -128,7 +136,8 @@ class StartupPrefetcher {
     }
     return true;
   }
-  void StartWorkers();  // mu_ held
+  void StartWorkers();       // mu_ held
+  int NextPriority() const;  // mu_ held; the queue to take from, -1 when none may be
   void Worker();
   void Process(const Task& task);
   // Where ld.so would find `name` needed by the object at obj_path.
@@ -141,7 +150,11 @@ class StartupPrefetcher {
 
   const index::MergedView& view_;
   CachedFileReader& reader_;
+  const PreloadFor preload_;
   const StartupPrefetchOptions options_;
+  // Directory readahead: on unless turned off, and only for images without a prefetch set
+  // (a recorded profile knows better what the workload reads).
+  const bool readahead_;
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;       // work queued or stop
   std::condition_variable idle_cv_;  // queue empty and nothing active
@@ -153,6 +166,7 @@ class StartupPrefetcher {
   std::once_flag parents_once_;
   std::vector<index::Ino> parents_;  // ino -> its directory; built by the first NoteRead
   size_t active_ = 0;
+  size_t sibling_active_ = 0;  // kSibling tasks being processed
   bool stop_ = false;
   StartupPrefetchStats stats_;
   std::vector<std::thread> workers_;  // started by the first Enqueue

@@ -224,7 +224,11 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   // what the workload read, in its order.
   std::shared_ptr<store::StartupPrefetcher> startup;
   if (req.prefetch != "none" && req.record_profile.empty()) {
-    startup = std::make_shared<store::StartupPrefetcher>(*opened->view, *opened->reader);
+    startup = std::make_shared<store::StartupPrefetcher>(
+        *opened->view, *opened->reader, store::StartupPrefetchOptions{},
+        [preloaders = opened->preloaders](uint32_t layer) {
+          return layer < preloaders.size() ? preloaders[layer] : nullptr;
+        });
   }
   filesystem->SetLowerReader([reader, served, first_read, startup](
                                  fs::Ino ino, uint64_t offset, std::span<uint8_t> out) {

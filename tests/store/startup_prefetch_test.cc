@@ -8,6 +8,11 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fetch/preload_source.h"
 #include "index/layer_writer.h"
 #include "tests/index/index_test_util.h"
 #include "tests/store/elf_test_util.h"
@@ -171,10 +176,12 @@ TEST_P(StartupPrefetchTest, ObservedElfReadQueuesItsLibraries) {
   EXPECT_FALSE(Cached("etc/passwd"));
 }
 
-// A second file read in one directory queues the directory's other small files, without
-// following their libraries; the first read alone queues nothing.
-TEST_P(StartupPrefetchTest, SecondReadInADirectoryFetchesItsOtherSmallFiles) {
-  StartupPrefetcher prefetcher(*view_, *reader_);
+// The sibling_after-th cold file read in one directory queues the directory's other small
+// files, without following their libraries; fewer reads queue nothing.
+TEST_P(StartupPrefetchTest, ColdReadsInADirectoryFetchItsOtherSmallFiles) {
+  StartupPrefetchOptions two;
+  two.sibling_after = 2;
+  StartupPrefetcher prefetcher(*view_, *reader_, two);
   const std::string text = "not an ELF file";
   const std::span<const uint8_t> head(reinterpret_cast<const uint8_t*>(text.data()), text.size());
   prefetcher.Observe(*view_->Resolve("usr/bin/script"), head);
@@ -210,7 +217,7 @@ TEST_P(StartupPrefetchTest, SecondReadInADirectoryFetchesItsOtherSmallFiles) {
   quiet.Wait();
   reader_->Flush();
   EXPECT_FALSE(Cached("usr/lib/x86_64-linux-gnu/libunused.so.1"));
-  StartupPrefetchOptions small;
+  StartupPrefetchOptions small = two;
   small.max_sibling_file = 1000;  // the libraries are ~3 KB
   StartupPrefetcher capped(*view_, *reader_, small);
   capped.Observe(*view_->Resolve("usr/lib/x86_64-linux-gnu/libbar.so.2"), head);
@@ -219,12 +226,27 @@ TEST_P(StartupPrefetchTest, SecondReadInADirectoryFetchesItsOtherSmallFiles) {
   reader_->Flush();
   EXPECT_EQ(capped.Stats().dirs, 1u);
   EXPECT_FALSE(Cached("usr/lib/x86_64-linux-gnu/libunused.so.1"));
-  StartupPrefetcher open_dir(*view_, *reader_);
+  // With a preloader, the directory's files go as one range of the layer (here the
+  // preloader is not the view's source, so the files are then read one by one).
+  std::vector<uint32_t> asked;
+  fetch::PreloadBlobSource window(std::make_unique<FakeBlobSource>(blob_, "window"));
+  StartupPrefetcher open_dir(*view_, *reader_, two, [&](uint32_t layer) {
+    asked.push_back(layer);
+    return &window;
+  });
   open_dir.Observe(*view_->Resolve("usr/lib/x86_64-linux-gnu/libbar.so.2"), head);
   open_dir.Observe(*view_->Resolve("usr/lib/x86_64-linux-gnu/libfoo.so.1.2"), head);
   open_dir.Wait();
   reader_->Flush();
   EXPECT_TRUE(Cached("usr/lib/x86_64-linux-gnu/libunused.so.1"));
+  EXPECT_EQ(asked, std::vector<uint32_t>{0});
+  EXPECT_GT(window.preloaded_bytes(), 0u);
+  // The default waits for a third cold read.
+  StartupPrefetcher defaults(*view_, *reader_);
+  defaults.Observe(*view_->Resolve("etc/passwd"), head);
+  defaults.Observe(*view_->Resolve("etc/passwd"), head);
+  defaults.Wait();
+  EXPECT_EQ(defaults.Stats().dirs, 0u);
 
   // The reader says whether a read had to fetch.
   std::vector<uint8_t> buf(100);
