@@ -183,7 +183,21 @@ Filesystem::Filesystem(const index::MergedView& view) : Filesystem(view, true) {
 
 Filesystem::Filesystem(const index::MergedView& view, bool) : view_(view) {
   // One pass over the tree: the parent of every directory (for ".."), and the bytes the
-  // image holds (for statfs), each hard-linked inode counted once.
+  // image holds (for statfs), each hard-linked inode counted once. A progressive view
+  // (layers still being scanned) knows each node's parent itself, and has no whole tree
+  // to walk yet.
+  if (!view_.progressive()) ScanLowerTree();
+  next_ino_ = view_.progressive() ? kFirstUpperOnlyIno : view_.InodeCount() + 1;
+  auto root = std::make_unique<Node>();
+  root->ino = kRootIno;
+  root->lower = view_.progressive() || view_.InodeCount() >= kRootIno ? kRootIno : 0;
+  root->type = S_IFDIR;
+  root->parent = kRootIno;
+  root->nlookup = std::numeric_limits<uint64_t>::max() / 2;  // never freed
+  nodes_[kRootIno] = std::move(root);
+}
+
+void Filesystem::ScanLowerTree() {
   parent_.assign(view_.InodeCount(), 0);
   if (!parent_.empty()) parent_[kRootIno - 1] = kRootIno;
   std::vector<bool> counted(view_.InodeCount(), false);
@@ -204,14 +218,33 @@ Filesystem::Filesystem(const index::MergedView& view, bool) : view_(view) {
       return true;
     });
   }
-  next_ino_ = view_.InodeCount() + 1;
-  auto root = std::make_unique<Node>();
-  root->ino = kRootIno;
-  root->lower = view_.InodeCount() >= kRootIno ? kRootIno : 0;
-  root->type = S_IFDIR;
-  root->parent = kRootIno;
-  root->nlookup = std::numeric_limits<uint64_t>::max() / 2;  // never freed
-  nodes_[kRootIno] = std::move(root);
+}
+
+void Filesystem::WaitForLowerAnswer(Ino dir, const std::string_view* name) const {
+  if (!view_.progressive()) return;
+  Ino lower = dir;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (const Node* n = Find(dir); n != nullptr) lower = n->lower;
+  }
+  if (lower == 0 || !IsLowerIno(lower)) return;
+  // The answer is ignored: the call under the lock gets it again, at once.
+  if (name != nullptr) {
+    (void)view_.Lookup(lower, *name);
+  } else {
+    (void)view_.ForEachChild(lower, [](std::string_view, Ino) { return false; });
+  }
+}
+
+bool Filesystem::IsLowerIno(Ino ino) const { return ino >= 1 && ino <= view_.InodeCount(); }
+
+Ino Filesystem::LowerParent(Ino dir) const {
+  if (view_.progressive()) {
+    Ino parent = view_.ParentOf(dir);
+    return parent != 0 ? parent : kRootIno;
+  }
+  if (dir == 0 || dir > parent_.size() || parent_[dir - 1] == 0) return kRootIno;
+  return parent_[dir - 1];
 }
 
 Filesystem::~Filesystem() = default;
@@ -264,8 +297,7 @@ Ino Filesystem::ParentOf(Ino dir) const {
     std::lock_guard<std::mutex> lock(mu_);
     if (const Node* n = Find(dir); n != nullptr && n->parent != 0) return n->parent;
   }
-  if (dir == 0 || dir > parent_.size() || parent_[dir - 1] == 0) return kRootIno;
-  return parent_[dir - 1];
+  return LowerParent(dir);
 }
 
 size_t Filesystem::NodeCount() const {
@@ -514,7 +546,7 @@ Result<Filesystem::Node*> Filesystem::NodeForUpper(Node* dir, std::string_view n
     Ino ino = 0, lower = 0;
     if (known != 0) {
       ino = known;
-      lower = known <= view_.InodeCount() ? known : 0;
+      lower = IsLowerIno(known) ? known : 0;
     } else if (dir->lower != 0) {
       auto l = view_.Lookup(dir->lower, name);
       if (l.ok()) {
@@ -639,13 +671,14 @@ Result<Entry> Filesystem::EntryOf(Node* n, bool count) {
 
 Result<Entry> Filesystem::Lookup(Ino parent, std::string_view name) {
   if (name.size() > kNameMax) return Status::FromErrno(ENAMETOOLONG, std::string(name.substr(0, 32)));
+  WaitForLowerAnswer(parent, &name);
   TableLock lock(this);
   Node* dir = Find(parent);
   if (dir == nullptr) {
     // A lower directory the table does not hold (callers that skip lookups, as tools and
     // tests do): its number is the view's.
-    if (parent == 0 || parent > view_.InodeCount()) return Status::FromErrno(ESTALE, InoText(parent));
-    dir = NodeForLower(parent, parent_[parent - 1], "");
+    if (!IsLowerIno(parent)) return Status::FromErrno(ESTALE, InoText(parent));
+    dir = NodeForLower(parent, LowerParent(parent), "");
   }
   const Ino dir_ino = dir->ino;
   ASSIGN_OR_RETURN(Node * n, ResolveChild(dir, name));
@@ -681,7 +714,7 @@ Result<Entry> Filesystem::GetEntry(Ino ino, const FileHandle* fh) {
   Node* n = Find(ino);
   if (n == nullptr) {
     // Lower nodes are valid without a lookup (their numbers are the view's).
-    if (ino == 0 || ino > view_.InodeCount()) return Status::FromErrno(ENOENT, InoText(ino));
+    if (!IsLowerIno(ino)) return Status::FromErrno(ENOENT, InoText(ino));
     Node tmp;
     tmp.ino = ino;
     tmp.lower = ino;
@@ -870,11 +903,12 @@ Status Filesystem::CopyUp(Node* n, bool with_data) {
 // ---- directories ----------------------------------------------------------------------
 
 Result<std::unique_ptr<DirHandle>> Filesystem::OpenDir(Ino ino) {
+  WaitForLowerAnswer(ino, nullptr);
   TableLock lock(this);
   Node* n = Find(ino);
   Node tmp;
   if (n == nullptr) {
-    if (ino == 0 || ino > view_.InodeCount()) return Status::FromErrno(ENOENT, InoText(ino));
+    if (!IsLowerIno(ino)) return Status::FromErrno(ENOENT, InoText(ino));
     tmp.ino = ino;
     tmp.lower = ino;
     ASSIGN_OR_RETURN(index::NodeAttr a, view_.Attr(ino));
@@ -883,7 +917,7 @@ Result<std::unique_ptr<DirHandle>> Filesystem::OpenDir(Ino ino) {
   }
   if (n->type != S_IFDIR) return Status::FromErrno(ENOTDIR, InoText(ino));
   Ino parent = n->parent;
-  if (parent == 0) parent = ino <= parent_.size() && parent_[ino - 1] != 0 ? parent_[ino - 1] : kRootIno;
+  if (parent == 0) parent = LowerParent(ino);
   std::vector<DirHandle::Item> items;
   items.push_back({".", ino, S_IFDIR});
   items.push_back({"..", parent, S_IFDIR});
@@ -1025,7 +1059,7 @@ Result<std::unique_ptr<FileHandle>> Filesystem::Open(Ino ino, int flags) {
   auto fh = std::make_unique<FileHandle>();
   fh->ino_ = ino;
   if (n == nullptr) {
-    if (writing || ino == 0 || ino > view_.InodeCount()) return Status::FromErrno(ESTALE, InoText(ino));
+    if (writing || !IsLowerIno(ino)) return Status::FromErrno(ESTALE, InoText(ino));
     ASSIGN_OR_RETURN(index::NodeAttr a, view_.Attr(ino));
     if (S_ISDIR(a.mode)) return Status::FromErrno(EISDIR, InoText(ino));
     fh->lower_ = ino;

@@ -243,6 +243,17 @@ class Filesystem {
   struct Node;
   class TableLock;
   Filesystem(const index::MergedView& view, bool scan);
+  // Upper-only nodes of a progressive view (whose lower numbers grow while it is used)
+  // are numbered from here on.
+  static constexpr Ino kFirstUpperOnlyIno = Ino{1} << 40;
+  void ScanLowerTree();
+  // With a progressive view: waits, outside the table lock, until the lower tree can
+  // answer a lookup of `name` in `dir` (or, name null, list `dir`), so that a lookup the
+  // scan has not reached yet does not hold up every other request.
+  void WaitForLowerAnswer(Ino dir, const std::string_view* name) const;
+  bool IsLowerIno(Ino ino) const;
+  // The parent of a lower directory (the root for the root and for unknown numbers).
+  Ino LowerParent(Ino dir) const;
 
   // The one place lower file bytes are read (copy-up and lower reads).
   Result<size_t> ReadLower(Ino lower_ino, uint64_t offset, std::span<uint8_t> out) const;

@@ -567,6 +567,43 @@ Result<std::unique_ptr<FlatLayerIndex>> TreeBuilder::Finish(
     }
   }
 
+  ASSIGN_OR_RETURN(std::unique_ptr<FlatLayerIndex> index,
+                   Layout(order, new_id, names, map_chunks, format, blob_size,
+                          std::move(layer_digest), std::move(checkpoints)));
+  // The builder is spent.
+  nodes_.clear();
+  dirents_.clear();
+  xattrs_.clear();
+  arena_.clear();
+  dirent_by_key_.clear();
+  return index;
+}
+
+Result<std::unique_ptr<FlatLayerIndex>> TreeBuilder::Snapshot(
+    const ChunkMapper& map_chunks, LayerFormat format, uint64_t blob_size,
+    std::string layer_digest, std::unique_ptr<GzipCheckpointIndex> checkpoints) {
+  // Every node keeps its builder id, so ids agree between snapshots of one builder;
+  // nodes no name reaches any more stay (unreachable, harmless).
+  std::vector<NodeId> order(nodes_.size());
+  std::vector<uint32_t> names(nodes_.size(), 0);
+  for (NodeId id = 0; id < nodes_.size(); ++id) {
+    order[id] = id;
+    BuildNode& b = nodes_[id];
+    std::sort(b.children.begin(), b.children.end(), [&](uint32_t x, uint32_t y) {
+      return std::string_view(arena_).substr(dirents_[x].name_off, dirents_[x].name_len) <
+             std::string_view(arena_).substr(dirents_[y].name_off, dirents_[y].name_len);
+    });
+    for (uint32_t d : b.children) ++names[dirents_[d].child];
+  }
+  return Layout(order, order, names, map_chunks, format, blob_size, std::move(layer_digest),
+                std::move(checkpoints));
+}
+
+Result<std::unique_ptr<FlatLayerIndex>> TreeBuilder::Layout(
+    const std::vector<NodeId>& order, const std::vector<NodeId>& new_id,
+    const std::vector<uint32_t>& names, const ChunkMapper& map_chunks, LayerFormat format,
+    uint64_t blob_size, std::string layer_digest,
+    std::unique_ptr<GzipCheckpointIndex> checkpoints) const {
   auto index = std::make_unique<FlatLayerIndex>();
   index->format_ = format;
   index->blob_size_ = blob_size;
@@ -647,12 +684,6 @@ Result<std::unique_ptr<FlatLayerIndex>> TreeBuilder::Finish(
   index->xattrs_.shrink_to_fit();
   index->chunks_.shrink_to_fit();
   arena.shrink_to_fit();
-  // The builder is spent.
-  nodes_.clear();
-  dirents_.clear();
-  xattrs_.clear();
-  arena_.clear();
-  dirent_by_key_.clear();
   return index;
 }
 

@@ -135,8 +135,22 @@ class TreeBuilder {
   Result<std::unique_ptr<FlatLayerIndex>> Finish(
       const ChunkMapper& map_chunks, LayerFormat format, uint64_t blob_size,
       std::string layer_digest, std::unique_ptr<GzipCheckpointIndex> checkpoints);
+  // An index of the entries added so far that keeps the builder's node ids (creation
+  // order, root = 0), so ids agree between snapshots and a node's id never changes: what
+  // a mount reads while the layer is still being scanned (index/progress.h). Every added
+  // regular file must already be mappable. The builder stays usable.
+  Result<std::unique_ptr<FlatLayerIndex>> Snapshot(
+      const ChunkMapper& map_chunks, LayerFormat format, uint64_t blob_size,
+      std::string layer_digest, std::unique_ptr<GzipCheckpointIndex> checkpoints);
 
  private:
+  // Lays out nodes_[order[k]] as node k; new_id maps a builder id to its laid-out id and
+  // names counts the names of each builder node.
+  Result<std::unique_ptr<FlatLayerIndex>> Layout(
+      const std::vector<NodeId>& order, const std::vector<NodeId>& new_id,
+      const std::vector<uint32_t>& names, const ChunkMapper& map_chunks, LayerFormat format,
+      uint64_t blob_size, std::string layer_digest,
+      std::unique_ptr<GzipCheckpointIndex> checkpoints) const;
   struct BuildNode {
     uint32_t mode = 0;
     uint32_t uid = 0;

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "index/coding.h"
+#include "index/progress.h"
 #include "index/readers.h"
 
 namespace imagefs::index::internal {
@@ -44,12 +45,14 @@ class InflateStream {
 
 Result<std::unique_ptr<FlatLayerIndex>> BuildGzipIndex(fetch::BlobSource& source,
                                                        const std::string& layer_digest,
-                                                       uint64_t span_size) {
+                                                       uint64_t span_size,
+                                                       ScanObserver* observer) {
   auto fail = [&](std::string why) {
     return Status::Corruption("gzip layer " + layer_digest + ": " + why);
   };
   TreeBuilder builder;
-  TarScanner scanner([&](const TarEntry& e) { return builder.Add(e); });
+  PendingEntries pending(builder, observer != nullptr);
+  TarScanner scanner([&](const TarEntry& e) { return pending.Add(e); });
   auto cps = std::make_unique<GzipCheckpointIndex>();
   cps->span_size = span_size;
   GzipCheckpoint first;
@@ -86,7 +89,44 @@ Result<std::unique_ptr<FlatLayerIndex>> BuildGzipIndex(fetch::BlobSource& source
     }
     return Status::Ok();
   };
-  auto add_checkpoint = [&](bool member_start, uint8_t bits) {
+  // Spans [0, count) as the chunk mapper wants them.
+  auto spans_of = [&](size_t count) {
+    std::vector<Span> spans;
+    spans.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+      const GzipCheckpoint& cp = cps->checkpoints[i];
+      Span s;
+      fetch::ByteRange blob = cps->SpanBlobRange(i);
+      fetch::ByteRange out_range = cps->SpanOutRange(i);
+      s.codec = cp.member_start ? Codec::kGzip : Codec::kGzipCheckpoint;
+      s.blob_offset = blob.offset;
+      s.blob_length = blob.length;
+      s.out_offset = out_range.offset;
+      s.out_length = out_range.length;
+      s.checkpoint = static_cast<uint32_t>(i);
+      s.sha256 = cp.span_sha256;
+      spans.push_back(s);
+    }
+    return spans;
+  };
+  // The entries whose bytes all lie in complete spans, as an index with the builder's
+  // node ids (index/progress.h). The newest checkpoint starts the span being decoded.
+  auto publish = [&]() -> Status {
+    auto table = std::make_unique<GzipCheckpointIndex>();
+    table->checkpoints = cps->checkpoints;
+    table->span_size = span_size;
+    table->compressed_size = table->checkpoints.back().in_offset;
+    table->uncompressed_size = table->checkpoints.back().out_offset;
+    std::vector<Span> spans = spans_of(table->checkpoints.size() - 1);
+    auto map = [&spans](uint64_t data_offset, uint64_t len, std::vector<ChunkRef>& chunks) {
+      return MapToSpans(spans, data_offset, len, chunks);
+    };
+    ASSIGN_OR_RETURN(auto snapshot, builder.Snapshot(map, LayerFormat::kGzip, blob_size,
+                                                     layer_digest, std::move(table)));
+    observer->Published(std::move(snapshot), pending.frontier());
+    return Status::Ok();
+  };
+  auto add_checkpoint = [&](bool member_start, uint8_t bits) -> Status {
     cps->checkpoints.back().span_sha256 = FinishRaw(hash);
     GzipCheckpoint cp;
     cp.in_offset = blob_pos();
@@ -95,6 +135,9 @@ Result<std::unique_ptr<FlatLayerIndex>> BuildGzipIndex(fetch::BlobSource& source
     cp.bits = bits;
     if (!member_start) cp.window.assign(window.begin(), window.end());
     cps->checkpoints.push_back(std::move(cp));
+    if (observer == nullptr) return Status::Ok();
+    RETURN_IF_ERROR(pending.Release(total_out));
+    return observer->WantSnapshot() ? publish() : Status::Ok();
   };
 
   for (;;) {
@@ -120,7 +163,7 @@ Result<std::unique_ptr<FlatLayerIndex>> BuildGzipIndex(fetch::BlobSource& source
         return fail("garbage after the gzip data at offset " + std::to_string(blob_pos()));
       }
       if (total_out - cps->checkpoints.back().out_offset >= span_size) {
-        add_checkpoint(/*member_start=*/true, 0);
+        RETURN_IF_ERROR(add_checkpoint(/*member_start=*/true, 0));
       }
       if (inflateReset(zs) != Z_OK) return Status::Internal("inflateReset failed");
       in_member = true;
@@ -146,7 +189,8 @@ Result<std::unique_ptr<FlatLayerIndex>> BuildGzipIndex(fetch::BlobSource& source
     }
     if ((zs->data_type & 128) && !(zs->data_type & 64) &&
         total_out - cps->checkpoints.back().out_offset >= span_size) {
-      add_checkpoint(/*member_start=*/false, static_cast<uint8_t>(zs->data_type & 7));
+      RETURN_IF_ERROR(
+          add_checkpoint(/*member_start=*/false, static_cast<uint8_t>(zs->data_type & 7)));
     }
   }
   if (in_member) {
@@ -160,26 +204,19 @@ Result<std::unique_ptr<FlatLayerIndex>> BuildGzipIndex(fetch::BlobSource& source
     cps->checkpoints.pop_back();
   }
   RETURN_IF_ERROR(scanner.Finish());
+  RETURN_IF_ERROR(pending.Release(total_out));
 
-  std::vector<Span> spans;
-  spans.reserve(cps->span_count());
-  for (size_t i = 0; i < cps->span_count(); ++i) {
-    const GzipCheckpoint& cp = cps->checkpoints[i];
-    Span s;
-    fetch::ByteRange blob = cps->SpanBlobRange(i);
-    fetch::ByteRange out_range = cps->SpanOutRange(i);
-    s.codec = cp.member_start ? Codec::kGzip : Codec::kGzipCheckpoint;
-    s.blob_offset = blob.offset;
-    s.blob_length = blob.length;
-    s.out_offset = out_range.offset;
-    s.out_length = out_range.length;
-    s.checkpoint = static_cast<uint32_t>(i);
-    s.sha256 = cp.span_sha256;
-    spans.push_back(s);
-  }
+  std::vector<Span> spans = spans_of(cps->span_count());
   auto map = [&spans](uint64_t data_offset, uint64_t len, std::vector<ChunkRef>& chunks) {
     return MapToSpans(spans, data_offset, len, chunks);
   };
+  if (observer != nullptr) {
+    // The last snapshot, with the builder's ids, is what the mount keeps reading.
+    auto table = std::make_unique<GzipCheckpointIndex>(*cps);
+    ASSIGN_OR_RETURN(auto last, builder.Snapshot(map, LayerFormat::kGzip, blob_size,
+                                                 layer_digest, std::move(table)));
+    observer->Published(std::move(last), pending.frontier());
+  }
   return builder.Finish(map, LayerFormat::kGzip, blob_size, layer_digest, std::move(cps));
 }
 

@@ -42,6 +42,7 @@ namespace imagefs::index {
 
 class IndexCache;
 class GzipCheckpointIndex;
+class ScanObserver;
 
 using NodeId = uint32_t;
 inline constexpr NodeId kNoNode = std::numeric_limits<NodeId>::max();
@@ -163,6 +164,9 @@ struct OpenOptions {
   // (e.g. one that streams the blob once into a local file, fetch/streamed_source.h);
   // null or unset: the scan reads `source`. The caller owns the returned source.
   std::function<Result<fetch::BlobSource*>()> scan_source;
+  // When set, a plain gzip scan reports its progress here: snapshots of the entries whose
+  // bytes have passed (index/progress.h), so a mount can serve them before the end.
+  ScanObserver* observer = nullptr;
 };
 
 // Opens the index of one layer: a cached index (by layer digest) when `cache` has one,

@@ -15,8 +15,9 @@ namespace {
 
 bool IsDir(const NodeAttr& a) { return (a.mode & S_IFMT) == S_IFDIR; }
 
-// The non-empty components of a slash-separated path.
-std::vector<std::string_view> PathParts(std::string_view path) {
+}  // namespace
+
+std::vector<std::string_view> MergedView::PathParts(std::string_view path) {
   std::vector<std::string_view> parts;
   size_t pos = 0;
   while (pos < path.size()) {
@@ -27,23 +28,6 @@ std::vector<std::string_view> PathParts(std::string_view path) {
   }
   return parts;
 }
-
-// One layer's copy of a directory, in top-to-bottom order within a merged directory.
-struct Instance {
-  uint32_t layer = 0;
-  NodeId node = 0;
-};
-
-// What a name means in a merged directory: the entry that serves it (the topmost one)
-// and, for a directory, every layer's copy that merges into it.
-struct Step {
-  uint32_t layer = 0;
-  NodeId node = 0;
-  NodeAttr attr;
-  std::vector<Instance> dirs;  // when IsDir(attr)
-};
-
-}  // namespace
 
 class MergedView::Builder {
  public:
@@ -224,7 +208,10 @@ Result<Ino> MergedView::Resolve(std::string_view path) const {
       if (next.status().IsNotFound()) {
         return Status::NotFound(std::string(path) + ": no such file or directory");
       }
-      return Status::FromErrno(ENOTDIR, std::string(path) + ": not a directory");
+      if (next.status().ToErrno() == ENOTDIR) {
+        return Status::FromErrno(ENOTDIR, std::string(path) + ": not a directory");
+      }
+      return next.status();
     }
     ino = *next;
   }
@@ -265,10 +252,10 @@ Result<MergedView::Origin> MergedView::OriginOf(Ino ino) const {
 }
 
 Result<size_t> MergedView::ReadFile(Ino ino, uint64_t offset, std::span<uint8_t> out) const {
-  ASSIGN_OR_RETURN(const Node* n, Get(ino));
-  const ViewLayer& layer = layers_[n->layer];
-  return ChunkReader(*layer.source, *layer.index, spans_.get(), n->layer)
-      .ReadFile(n->node, offset, out);
+  ASSIGN_OR_RETURN(Origin o, OriginOf(ino));
+  const ViewLayer& layer = layers_[o.layer];
+  return ChunkReader(*layer.source, *layer.index, spans_.get(), o.layer)
+      .ReadFile(o.node, offset, out);
 }
 
 size_t MergedView::MemoryUsage() const {

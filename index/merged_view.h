@@ -51,39 +51,69 @@ class MergedView {
   // Layers bottom first (the manifest's order).
   static Result<std::unique_ptr<MergedView>> Build(std::vector<ViewLayer> layers);
 
+  virtual ~MergedView() = default;
   MergedView(const MergedView&) = delete;
   MergedView& operator=(const MergedView&) = delete;
 
   // kNotFound when there is no such child; ENOTDIR when parent is not a directory.
-  Result<Ino> Lookup(Ino parent, std::string_view name) const;
+  virtual Result<Ino> Lookup(Ino parent, std::string_view name) const;
   // A path like "/usr/bin/env" or "usr/bin" ("" and "/" are the root). Symlinks are not
   // followed.
   Result<Ino> Resolve(std::string_view path) const;
   // The attributes of the serving layer's node; nlink is the merged tree's (directories:
   // 2 + subdirectories; files: visible names).
-  Result<NodeAttr> Attr(Ino ino) const;
+  virtual Result<NodeAttr> Attr(Ino ino) const;
   // Children in bytewise name order, until fn returns false.
-  Status ForEachChild(Ino ino,
-                      const std::function<bool(std::string_view name, Ino child)>& fn) const;
-  Result<std::string_view> ReadLink(Ino ino) const;
-  Result<std::vector<XattrView>> Xattrs(Ino ino) const;
+  virtual Status ForEachChild(
+      Ino ino, const std::function<bool(std::string_view name, Ino child)>& fn) const;
+  virtual Result<std::string_view> ReadLink(Ino ino) const;
+  virtual Result<std::vector<XattrView>> Xattrs(Ino ino) const;
 
   // Which layer serves a node, and its id there (for chunk-level access by the mount).
   struct Origin {
     uint32_t layer = 0;  // index into layers(), bottom first
     NodeId node = 0;
   };
-  Result<Origin> OriginOf(Ino ino) const;
+  virtual Result<Origin> OriginOf(Ino ino) const;
 
   // Reads up to out.size() bytes of a regular file at offset (short only at its end);
   // every byte verified against its chunk digest where the format has one.
   Result<size_t> ReadFile(Ino ino, uint64_t offset, std::span<uint8_t> out) const;
 
   // Number of inodes: valid numbers are [1, InodeCount()].
-  Ino InodeCount() const { return nodes_.size(); }
+  virtual Ino InodeCount() const { return nodes_.size(); }
+
+  // A view over layers still being scanned (index/progressive_view.h): its methods wait
+  // until their answer is certain, inode numbers are handed out as names are found (so
+  // InodeCount() grows until WaitComplete()), and ParentOf() knows each node's parent.
+  virtual bool progressive() const { return false; }
+  // The directory a node was found in (progressive views; 0 otherwise).
+  virtual Ino ParentOf(Ino) const { return 0; }
+  // Waits until every layer is indexed and every name has its number; InodeCount() is
+  // final afterwards. An error when a layer failed.
+  virtual Status WaitComplete() const { return Status::Ok(); }
   const std::vector<ViewLayer>& layers() const { return layers_; }
   // Heap bytes of the merged tree plus every layer index.
-  size_t MemoryUsage() const;
+  virtual size_t MemoryUsage() const;
+
+ protected:
+  explicit MergedView(std::vector<ViewLayer> layers) : layers_(std::move(layers)) {}
+
+  // One layer's copy of a directory, in top-to-bottom order within a merged directory.
+  struct Instance {
+    uint32_t layer = 0;
+    NodeId node = 0;
+  };
+  // What a name means in a merged directory: the entry that serves it (the topmost one)
+  // and, for a directory, every layer's copy that merges into it.
+  struct Step {
+    uint32_t layer = 0;
+    NodeId node = 0;
+    NodeAttr attr;
+    std::vector<Instance> dirs;  // when a directory
+  };
+  // The non-empty components of a slash-separated path.
+  static std::vector<std::string_view> PathParts(std::string_view path);
 
  private:
   struct Node {
@@ -102,7 +132,6 @@ class MergedView {
 
   static constexpr size_t kSpanCacheBytes = 64 << 20;
 
-  explicit MergedView(std::vector<ViewLayer> layers) : layers_(std::move(layers)) {}
   Result<const Node*> Get(Ino ino) const;
 
   std::vector<ViewLayer> layers_;

@@ -116,7 +116,7 @@ Result<std::unique_ptr<LayerIndex>> Open(fetch::BlobSource& source, std::string_
       built = internal::BuildTarIndex(source, digest);
       break;
     case Sniffed::kGzip:
-      built = internal::BuildGzipIndex(*scan, digest, options.span_size);
+      built = internal::BuildGzipIndex(*scan, digest, options.span_size, options.observer);
       break;
     case Sniffed::kZstd:
       built = internal::BuildZstdIndex(*scan, digest, options.span_size);

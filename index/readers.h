@@ -6,12 +6,15 @@
 #include <array>
 #include <map>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "fetch/blob_source.h"
 #include "index/flat_index.h"
+#include "index/progress.h"
+#include "index/tar_scanner.h"
 
 namespace imagefs::index::internal {
 
@@ -20,10 +23,33 @@ namespace imagefs::index::internal {
 Result<std::unique_ptr<FlatLayerIndex>> BuildTarIndex(fetch::BlobSource& source,
                                                       const std::string& layer_digest);
 // Plain gzip (one or more members): one streaming pass that scans the tar and records
-// checkpoints and span digests every `span_size` bytes of output.
+// checkpoints and span digests every `span_size` bytes of output. With an observer, it
+// publishes snapshots of the entries whose bytes have passed as it goes (index/progress.h).
 Result<std::unique_ptr<FlatLayerIndex>> BuildGzipIndex(fetch::BlobSource& source,
                                                        const std::string& layer_digest,
-                                                       uint64_t span_size);
+                                                       uint64_t span_size,
+                                                       ScanObserver* observer = nullptr);
+
+// Holds scanned tar entries back until every byte of theirs has been decoded (their spans
+// are complete), then adds them to the builder in archive order and moves the frontier.
+// Without holding back (a scan nobody watches) entries go to the builder at once.
+class PendingEntries {
+ public:
+  PendingEntries(TreeBuilder& builder, bool hold_back) : builder_(builder), hold_back_(hold_back) {}
+  Status Add(const TarEntry& entry);
+  // Adds the held entries whose data ends at or before stream offset `passed`.
+  Status Release(uint64_t passed);
+  const ScanFrontier& frontier() const { return frontier_; }
+
+ private:
+  Status Admit(const TarEntry& entry);
+
+  TreeBuilder& builder_;
+  bool hold_back_;
+  bool any_ = false;  // an entry moved the frontier
+  std::deque<TarEntry> held_;
+  ScanFrontier frontier_;
+};
 // Plain zstd: one streaming pass; spans start at every frame and every `span_size` bytes
 // within a frame.
 Result<std::unique_ptr<FlatLayerIndex>> BuildZstdIndex(fetch::BlobSource& source,

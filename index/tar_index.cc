@@ -72,4 +72,36 @@ Result<std::unique_ptr<FlatLayerIndex>> BuildTarIndex(fetch::BlobSource& source,
   return builder.Finish(map, LayerFormat::kTar, size, layer_digest, nullptr);
 }
 
+Status PendingEntries::Admit(const TarEntry& entry) {
+  RETURN_IF_ERROR(builder_.Add(entry));
+  // Whiteouts and opaque markers sit where their writer puts them (at NAME's place, or
+  // where ".wh.NAME" sorts): they neither move the frontier nor break the order.
+  const size_t slash = entry.path.rfind('/');
+  const std::string_view base =
+      slash == std::string::npos ? std::string_view(entry.path)
+                                 : std::string_view(entry.path).substr(slash + 1);
+  if (base.starts_with(".wh.")) return Status::Ok();
+  if (any_ && CompareWalkOrder(entry.path, frontier_.last) <= 0) {
+    frontier_.in_order = false;
+  } else {
+    frontier_.last = entry.path;
+  }
+  any_ = true;
+  return Status::Ok();
+}
+
+Status PendingEntries::Add(const TarEntry& entry) {
+  if (!hold_back_) return builder_.Add(entry);
+  held_.push_back(entry);
+  return Status::Ok();
+}
+
+Status PendingEntries::Release(uint64_t passed) {
+  while (!held_.empty() && held_.front().data_offset + held_.front().size <= passed) {
+    RETURN_IF_ERROR(Admit(held_.front()));
+    held_.pop_front();
+  }
+  return Status::Ok();
+}
+
 }  // namespace imagefs::index::internal

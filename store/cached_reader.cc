@@ -127,6 +127,8 @@ std::vector<index::Ino> CachedFileReader::ReadOrder() const {
 Result<size_t> CachedFileReader::Read(index::Ino ino, uint64_t offset, std::span<uint8_t> out) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    // A progressive view hands out numbers as names are found: the table grows.
+    if (recording_ && ino >= seen_.size() && ino <= view_.InodeCount()) seen_.resize(ino + 1, false);
     if (recording_ && ino < seen_.size() && !seen_[ino]) {
       seen_[ino] = true;
       read_order_.push_back(ino);

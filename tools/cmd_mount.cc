@@ -95,6 +95,11 @@ class Background {
                      << s.bytes << " bytes) fetched, " << s.skipped << " already cached, "
                      << s.elf << " ELF files, " << s.dirs << " directories read ahead";
         }
+        // Layers still scanned: prefetch plans from the whole tree, so it waits for it.
+        if (Status st = image_.view->WaitComplete(); !st.ok()) {
+          LOG(kWarn) << "prefetch: " << st.message();
+          return;
+        }
         store::PrefetchOptions options;
         options.all = req_.prefetch == "all";
         options.stop = &stop_;
@@ -172,7 +177,7 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
     return Fail(st);
   };
   auto opened = OpenImageView(global, req.image, req.platform, req.pull,
-                              /*early_preload=*/req.prefetch != "none");
+                              /*early_preload=*/req.prefetch != "none", /*progressive=*/true);
   if (!opened.ok()) return report_failure(opened.status());
   if (!req.record_profile.empty()) opened->reader->RecordReadOrder();
   std::unique_ptr<fs::Filesystem> filesystem;
@@ -223,7 +228,8 @@ int Serve(const GlobalOptions& global, const MountRequest& req, int notify_fd) {
   // recording a profile: it reads through the same reader, and the profile must hold
   // what the workload read, in its order.
   std::shared_ptr<store::StartupPrefetcher> startup;
-  if (req.prefetch != "none" && req.record_profile.empty()) {
+  // Nor while a layer is still scanned whole: its bytes all arrive anyway, in order.
+  if (req.prefetch != "none" && req.record_profile.empty() && !opened->view->progressive()) {
     startup = std::make_shared<store::StartupPrefetcher>(
         *opened->view, *opened->reader, store::StartupPrefetchOptions{},
         [preloaders = opened->preloaders](uint32_t layer) {

@@ -6,6 +6,8 @@
 
 #include "fetch/streamed_source.h"
 #include "index/index_cache.h"
+#include "index/progress.h"
+#include "index/progressive_view.h"
 #include "store/blob_store.h"
 #include "store/metadata_store.h"
 #include "tools/local_images.h"
@@ -126,6 +128,114 @@ std::shared_ptr<std::promise<void>> StartEarlyPreload(const fetch::Descriptor& d
   return index_fetched;
 }
 
+// A source shared by the view and a layer's background scan (the scan's local copy, or the
+// layer itself). With a scan, a layer whose scan failed serves nothing more: its bytes
+// may have failed their digest.
+class SharedBlobSource final : public fetch::BlobSource {
+ public:
+  SharedBlobSource(std::shared_ptr<fetch::BlobSource> inner,
+                   std::shared_ptr<const index::ImageScan> scan, size_t layer)
+      : inner_(std::move(inner)), scan_(std::move(scan)), layer_(layer) {}
+  uint64_t Size() const override { return inner_->Size(); }
+  Result<size_t> ReadAt(uint64_t offset, std::span<uint8_t> out) override {
+    RETURN_IF_ERROR(Usable());
+    return inner_->ReadAt(offset, out);
+  }
+  Status ReadRanges(std::span<const fetch::ByteRange> ranges,
+                    std::span<const std::span<uint8_t>> outs) override {
+    RETURN_IF_ERROR(Usable());
+    return inner_->ReadRanges(ranges, outs);
+  }
+  std::string Describe() const override { return inner_->Describe(); }
+
+ private:
+  Status Usable() const {
+    return scan_ ? scan_->State(layer_).error : Status::Ok();
+  }
+  std::shared_ptr<fetch::BlobSource> inner_;
+  std::shared_ptr<const index::ImageScan> scan_;
+  size_t layer_;
+};
+
+// What every layer's opening shares (copied into each task, so that a scan that goes on
+// in the background holds what it uses).
+struct LayerTaskContext {
+  std::shared_ptr<index::ImageScan> scan;  // null: wait for every index
+  std::shared_ptr<index::IndexCache> cache;
+  std::shared_ptr<std::atomic<uint64_t>> fetched_bytes;
+  fetch::ImageSource* registry = nullptr;  // owned by the ImageView, outlives its scans
+  std::string root;
+};
+
+struct LayerTask {
+  size_t layer = 0;
+  fetch::Descriptor desc;
+  bool remote = false;  // read from a registry: a layer scanned whole is streamed locally
+  std::shared_ptr<fetch::BlobSource> source;
+  std::shared_ptr<std::promise<void>> index_fetched;
+  std::unique_ptr<index::LayerIndex> index;             // opened here (not in the background)
+  std::shared_ptr<fetch::StreamedBlobSource> scan_copy;  // the layer's local copy, if any
+  // true once the layer is scanned in the background; false when OpenLayer is over.
+  std::promise<bool> started;
+  bool background = false;
+};
+
+// Opens one layer's index (OpenImageView's parallel part).
+Status OpenLayer(const LayerTaskContext& context, LayerTask& t) {
+  index::OpenOptions options;
+  if (context.scan) options.observer = context.scan->Observer(t.layer);
+  auto go_background = [&] {
+    if (context.scan && !t.background) {
+      t.background = true;
+      t.started.set_value(true);
+    }
+  };
+  if (t.remote) {
+    // A layer that must be decoded whole is streamed once into a local copy that the
+    // scan and every later read of the mount use (fetch/streamed_source.h).
+    options.scan_source = [&]() -> Result<fetch::BlobSource*> {
+      ASSIGN_OR_RETURN(auto inner, context.registry->OpenBlob(t.desc));
+      auto counted = std::make_unique<CountingBlobSource>(std::move(inner), context.fetched_bytes);
+      auto started = fetch::StreamedBlobSource::Start(
+          std::move(counted), Digest::Parse(t.desc.digest).value_or(Digest()), context.root + "/tmp");
+      if (!started.ok()) {
+        LOG(kWarn) << "layer " << t.desc.digest << ": " << started.status().message()
+                   << " (scanning it by range reads instead)";
+        go_background();
+        return nullptr;
+      }
+      t.scan_copy = std::shared_ptr<fetch::StreamedBlobSource>(std::move(*started));
+      go_background();
+      return t.scan_copy.get();
+    };
+  } else if (context.scan) {
+    options.scan_source = [&]() -> Result<fetch::BlobSource*> {
+      go_background();
+      return nullptr;
+    };
+  }
+  Result<std::unique_ptr<index::LayerIndex>> opened = Status::Internal("not opened");
+  if (t.index_fetched) {
+    FirstReadSignal signal(*t.source, t.index_fetched);
+    opened = index::OpenLayerIndex(signal, t.desc, context.cache.get(), options);
+  } else {
+    opened = index::OpenLayerIndex(*t.source, t.desc, context.cache.get(), options);
+  }
+  Status st = opened.status();
+  if (st.ok() && t.scan_copy) st = t.scan_copy->Wait();
+  if (t.background) {
+    if (!st.ok()) LOG(kError) << st.message();
+    context.scan->Finish(t.layer, st,
+                         opened.ok() ? std::shared_ptr<const index::LayerIndex>(std::move(*opened))
+                                     : nullptr);
+    if (context.scan->AllDone()) LogPhase("scanned");
+    return st;
+  }
+  if (st.ok()) t.index = std::move(*opened);
+  t.started.set_value(false);
+  return st;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<store::ChunkStore>> OpenChunkStore(const GlobalOptions& global) {
@@ -144,9 +254,9 @@ Result<PullPolicy> ParsePullPolicy(const std::string& text) {
 
 Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& name,
                                 const std::string& platform, PullPolicy policy,
-                                bool early_preload) {
+                                bool early_preload, bool progressive) {
   ImageView out;
-  std::unique_ptr<index::IndexCache> cache =
+  std::shared_ptr<index::IndexCache> cache =
       index::MakeDirectoryIndexCache(global.root + "/indexes");
   // Blobs `pull` stored (verified when they were written) spare the network.
   std::unique_ptr<store::BlobStore> blobs;
@@ -210,56 +320,73 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
     layers.push_back({std::move(source), nullptr});
   }
   // Layer indexes are opened in parallel: for a plain gzip layer that means its download.
+  // With `progressive`, a layer that must be scanned whole does not hold the view up: the
+  // view answers from the scan's snapshots while it goes on (index/progressive_view.h).
+  std::shared_ptr<index::ImageScan> scan;
+  if (progressive) scan = std::make_shared<index::ImageScan>(layers.size());
+  std::vector<std::shared_ptr<LayerTask>> tasks;
   std::vector<std::future<Status>> opening;
+  LayerTaskContext context{scan, cache, out.fetched_bytes, out.opened.source.get(), global.root};
   for (size_t i = 0; i < layers.size(); ++i) {
-    opening.push_back(std::async(std::launch::async, [&, i]() -> Status {
-      std::unique_ptr<fetch::StreamedBlobSource> streamed;
-      index::OpenOptions options;
-      if (remote[i]) {
-        // A layer that must be decoded whole is streamed once into a local copy that
-        // the scan and every later read of the mount use (fetch/streamed_source.h).
-        options.scan_source = [&]() -> Result<fetch::BlobSource*> {
-          ASSIGN_OR_RETURN(auto inner, out.opened.source->OpenBlob(descs[i]));
-          auto counted = std::make_unique<CountingBlobSource>(std::move(inner), out.fetched_bytes);
-          auto started = fetch::StreamedBlobSource::Start(
-              std::move(counted), Digest::Parse(descs[i].digest).value_or(Digest()),
-              global.root + "/tmp");
-          if (!started.ok()) {
-            LOG(kWarn) << "layer " << descs[i].digest << ": " << started.status().message()
-                       << " (scanning it by range reads instead)";
-            return nullptr;
-          }
-          streamed = std::move(*started);
-          return streamed.get();
-        };
-      }
-      if (index_fetched[i]) {
-        FirstReadSignal signal(*layers[i].source, index_fetched[i]);
-        ASSIGN_OR_RETURN(layers[i].index,
-                         index::OpenLayerIndex(signal, descs[i], cache.get(), options));
-      } else {
-        ASSIGN_OR_RETURN(layers[i].index, index::OpenLayerIndex(*layers[i].source, descs[i],
-                                                                 cache.get(), options));
-      }
-      if (streamed) {
-        RETURN_IF_ERROR(streamed->Wait());
-        layers[i].source = std::move(streamed);
-        out.preloaders[i] = nullptr;
-      }
-      return Status::Ok();
-    }));
+    auto task = std::make_shared<LayerTask>();
+    task->layer = i;
+    task->desc = descs[i];
+    task->remote = remote[i];
+    task->source = std::shared_ptr<fetch::BlobSource>(std::move(layers[i].source));
+    task->index_fetched = index_fetched[i];
+    tasks.push_back(task);
+    opening.push_back(std::async(std::launch::async, [context, task] { return OpenLayer(context, *task); }));
   }
   Status first_error;
-  for (auto& f : opening) {
-    Status st = f.get();
+  std::vector<std::future<Status>> background;
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    if (tasks[i]->started.get_future().get()) {
+      background.push_back(std::move(opening[i]));  // scanned on, behind the view
+      continue;
+    }
+    Status st = opening[i].get();
     if (!st.ok() && first_error.ok()) first_error = std::move(st);
+  }
+  // A layer scanned in the background is served once its first snapshot is out.
+  for (size_t i = 0; i < tasks.size() && first_error.ok() && !background.empty(); ++i) {
+    for (;;) {
+      const uint64_t seen = scan->version();
+      index::ImageScan::LayerState state = scan->State(i);
+      if (!state.error.ok()) {
+        first_error = state.error;
+        break;
+      }
+      if (state.index || tasks[i]->index) break;
+      scan->WaitChange(seen, std::chrono::milliseconds(500));
+    }
   }
   if (config.valid()) {
     Status st = config.get();
     if (first_error.ok()) first_error = std::move(st);
   }
-  RETURN_IF_ERROR(first_error);
-  ASSIGN_OR_RETURN(out.view, index::MergedView::Build(std::move(layers)));
+  if (!first_error.ok()) {
+    for (auto& f : background) (void)f.get();
+    return first_error;
+  }
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    LayerTask& t = *tasks[i];
+    if (t.scan_copy) out.preloaders[i] = nullptr;  // read from the local copy
+    std::shared_ptr<fetch::BlobSource> source =
+        t.scan_copy ? std::shared_ptr<fetch::BlobSource>(t.scan_copy) : t.source;
+    layers[i].source = std::make_unique<SharedBlobSource>(std::move(source), scan, i);
+    if (background.empty()) {
+      layers[i].index = std::move(t.index);
+      continue;
+    }
+    if (t.index) scan->Complete(i, std::shared_ptr<const index::LayerIndex>(std::move(t.index)));
+    layers[i].index = std::make_unique<index::GrowingLayerIndex>(scan, i, t.desc.digest);
+  }
+  if (background.empty()) {
+    ASSIGN_OR_RETURN(out.view, index::MergedView::Build(std::move(layers)));
+  } else {
+    ASSIGN_OR_RETURN(out.view, index::ProgressiveView::Create(std::move(layers), scan));
+    out.background_scans = std::move(background);
+  }
   LogPhase("indexes");
   if (std::find(remote.begin(), remote.end(), true) != remote.end()) {
     auto chunks = OpenChunkStore(global);

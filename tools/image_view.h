@@ -38,6 +38,9 @@ struct ImageView {
   // Windows fetched from the start, before the indexes were open (OpenImageView's
   // early_preload); last, so they end before anything they use goes.
   std::vector<std::future<Status>> early_preloads;
+  // Scans of layers the view serves while they go on (OpenImageView's progressive); last,
+  // so they end first.
+  std::vector<std::future<Status>> background_scans;
 };
 
 // The chunk cache under --root/chunks, bounded by --cache-size.
@@ -51,12 +54,15 @@ enum class PullPolicy { kMissing, kAlways, kNever };
 // "missing", "always", "never" (docker's words).
 Result<PullPolicy> ParsePullPolicy(const std::string& text);
 
+// progressive (mounts): a plain gzip layer nobody indexed is served while it is scanned
+// (index/progressive_view.h): the view is returned once each such layer has a first
+// snapshot, and the scans go on in ImageView::background_scans.
 // early_preload: a registry layer whose descriptor names where its prefetch set ends
 // (index::kPrefetchEndAnnotation, written by `imagefs convert`) starts fetching that range
 // into its preloader at once, beside its index (the mount's prefetch then finds it there).
 Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& name,
                                 const std::string& platform,
                                 PullPolicy policy = PullPolicy::kMissing,
-                                bool early_preload = false);
+                                bool early_preload = false, bool progressive = false);
 
 }  // namespace imagefs::tools

@@ -14,6 +14,8 @@
 #include <set>
 
 #include "index/layer_index.h"
+#include "index/progress.h"
+#include "index/progressive_view.h"
 #include "tests/index/index_test_util.h"
 #include "util/file.h"
 
@@ -45,20 +47,39 @@ class MergedViewTest : public ::testing::Test {
     for (size_t i = 0; i < tars.size(); ++i) {
       std::string path = dir_ + "/layer" + std::to_string(i) + ".tar";
       ASSERT_TRUE(WriteFileAtomic(path, tars[i] + test::EndOfArchive()).ok());
-      if (gzip && i % 2 == 1) {
+      if (gzip && (i % 2 == 1 || progressive_)) {
         test::Sh("gzip -n " + path, dir_);
         path += ".gz";
       }
       args += " " + path;
       auto source = fetch::OpenFileBlobSource(path);
       ASSERT_TRUE(source.ok()) << source.status().message();
+      OpenOptions options;
+      if (progressive_) {
+        // A snapshot at every 4 KiB span: the view then reads the last one.
+        if (!scan_) scan_ = std::make_shared<ImageScan>(tars.size(), std::chrono::milliseconds(0));
+        options.observer = scan_->Observer(i);
+        options.span_size = 4096;
+      }
       auto index = OpenLayerIndex(**source, "application/vnd.oci.image.layer.v1.tar",
-                                  "sha256:layer" + std::to_string(i), nullptr);
+                                  "sha256:layer" + std::to_string(i), nullptr, options);
       ASSERT_TRUE(index.ok()) << index.status().message();
+      if (progressive_) {
+        scan_->Finish(i, Status::Ok(), std::shared_ptr<const LayerIndex>(std::move(*index)));
+        index = std::unique_ptr<LayerIndex>(
+            std::make_unique<GrowingLayerIndex>(scan_, i, "sha256:layer" + std::to_string(i)));
+      }
       layers.push_back({std::move(*source), std::move(*index)});
     }
     if (oracle) test::Sh(std::string(IMAGEFS_SOURCE_DIR) + "/tests/testing/apply-layers " + dir_ +
              "/oracle" + args);
+    if (progressive_) {
+      auto view = ProgressiveView::Create(std::move(layers), scan_);
+      ASSERT_TRUE(view.ok()) << view.status().message();
+      view_ = std::move(*view);
+      ASSERT_TRUE(view_->WaitComplete().ok());
+      return;
+    }
     auto view = MergedView::Build(std::move(layers));
     ASSERT_TRUE(view.ok()) << view.status().message();
     view_ = std::move(*view);
@@ -122,6 +143,9 @@ class MergedViewTest : public ::testing::Test {
 
   std::string dir_;
   std::unique_ptr<MergedView> view_;
+  // Build() scans every layer as gzip with snapshots and serves a ProgressiveView.
+  bool progressive_ = false;
+  std::shared_ptr<ImageScan> scan_;
 };
 
 std::vector<std::string> ThreeLayers() {
@@ -153,6 +177,20 @@ TEST_F(MergedViewTest, ThreeLayersMatchGnuTarWithWhiteouts) {
 TEST_F(MergedViewTest, MixedTarAndGzipLayersMatchTheOracle) {
   Build(ThreeLayers(), /*gzip=*/true);
   ExpectSameAsOracle();
+}
+
+// The same layers scanned as plain gzip with a snapshot at every span, served by the view
+// a mount uses while layers are still scanned: once the scans end, the same tree
+// (index/progressive_view.h).
+TEST_F(MergedViewTest, AProgressiveViewOfScannedGzipLayersMatchesTheOracle) {
+  progressive_ = true;
+  Build(ThreeLayers(), /*gzip=*/true);
+  ExpectSameAsOracle();
+  auto tool = view_->Resolve("usr/bin/tool");
+  auto tool4 = view_->Resolve("usr/bin/tool4");
+  ASSERT_TRUE(tool.ok() && tool4.ok());
+  EXPECT_EQ(*tool, *tool4);
+  EXPECT_EQ(view_->Attr(*tool)->nlink, 3u);
 }
 
 TEST_F(MergedViewTest, WhiteoutsOpaqueDirsAndReplacementsApply) {
