@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <deque>
 #include <future>
+#include <thread>
 #include <vector>
 
 #include "util/file.h"
@@ -22,6 +24,13 @@ constexpr uint64_t kFirstWindow = 1 << 20;
 constexpr uint64_t kMaxWindow = 16 << 20;
 constexpr uint64_t kPart = 4 << 20;
 constexpr size_t kWindowsInFlight = 2;
+// keep_trying: the longest pause between two tries of a window.
+constexpr int64_t kMaxRetryPauseMs = 5000;
+
+// Failures that may pass: the registry unreachable, slow or busy.
+bool MayPass(const Status& st) {
+  return st.code() == Code::kUnavailable || st.code() == Code::kTimeout;
+}
 
 Result<UniqueFd> OpenUnnamedFile(const std::string& dir) {
   UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
@@ -49,19 +58,21 @@ Status FetchWindow(BlobSource& source, uint64_t offset, std::vector<uint8_t>& bu
 }  // namespace
 
 Result<std::unique_ptr<StreamedBlobSource>> StreamedBlobSource::Start(
-    std::unique_ptr<BlobSource> inner, Digest expected, const std::string& tmp_dir) {
+    std::unique_ptr<BlobSource> inner, Digest expected, const std::string& tmp_dir,
+    bool keep_trying) {
   (void)MakeDirs(tmp_dir, 0700);  // a fresh --root has none yet; a failure shows below
   ASSIGN_OR_RETURN(UniqueFd fd, OpenUnnamedFile(tmp_dir));
-  return std::unique_ptr<StreamedBlobSource>(
-      new StreamedBlobSource(std::move(inner), std::move(expected), std::move(fd)));
+  return std::unique_ptr<StreamedBlobSource>(new StreamedBlobSource(
+      std::move(inner), std::move(expected), std::move(fd), keep_trying));
 }
 
 StreamedBlobSource::StreamedBlobSource(std::unique_ptr<BlobSource> inner, Digest expected,
-                                       UniqueFd fd)
+                                       UniqueFd fd, bool keep_trying)
     : inner_(std::move(inner)),
       expected_(std::move(expected)),
       fd_(std::move(fd)),
       size_(inner_->Size()),
+      keep_trying_(keep_trying),
       thread_([this] { Run(); }) {}
 
 StreamedBlobSource::~StreamedBlobSource() {
@@ -72,10 +83,16 @@ StreamedBlobSource::~StreamedBlobSource() {
 void StreamedBlobSource::End(State state, Status status) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (state_ != State::kRunning) return;  // the first end stands (Cancel)
     state_ = state;
     status_ = std::move(status);
   }
   cv_.notify_all();
+}
+
+void StreamedBlobSource::Cancel() {
+  stop_ = true;
+  End(State::kFailed, Status::Unavailable(Describe() + ": streaming stopped"));
 }
 
 void StreamedBlobSource::Run() {
@@ -93,6 +110,7 @@ void StreamedBlobSource::Run() {
   // connection never idles for a round trip between windows.
   std::deque<std::future<Fetched>> in_flight;
   uint64_t requested = 0;
+  int retries = 0;  // of the window at `offset`, with keep_trying_
   auto request_more = [&] {
     while (in_flight.size() < kWindowsInFlight && requested < size_ && !stop_) {
       const uint64_t len = std::min(window, size_ - requested);
@@ -111,10 +129,26 @@ void StreamedBlobSource::Run() {
     }
     auto [status, buf] = in_flight.front().get();
     in_flight.pop_front();
+    if (!status.ok() && keep_trying_ && MayPass(status) && !stop_) {
+      if (retries++ == 0) {
+        LOG(kWarn) << Describe() << ": " << status.message()
+                   << " (asking again until it answers)";
+      }
+      const auto pause = std::min(std::chrono::milliseconds(1000) * retries,
+                                  std::chrono::milliseconds(kMaxRetryPauseMs));
+      for (auto waited = std::chrono::milliseconds(0); waited < pause && !stop_;
+           waited += std::chrono::milliseconds(50)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      in_flight.push_front(fetch(offset, buf->size()));
+      continue;
+    }
     if (!status.ok()) {
       drain();
       return End(State::kFailed, std::move(status));
     }
+    if (retries > 0) LOG(kInfo) << Describe() << ": streaming again";
+    retries = 0;
     const uint64_t got_end = offset + buf->size();
     request_more();  // before this window is written
     hash.Update(std::span<const uint8_t>(*buf));

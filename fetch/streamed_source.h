@@ -41,9 +41,14 @@ class StreamedBlobSource final : public BlobSource {
  public:
   // Starts streaming `inner` (whose blob has digest `expected`; an empty Digest: not
   // checked) into an unnamed file in `tmp_dir`. Fails only when that file can't be made.
+  // keep_trying: a window that fails for a reason that may pass (the registry gone, a
+  // timeout) is asked for again, a second apart at first, until it comes or the source is
+  // destroyed, instead of failing the stream (a mount that serves the layer while it
+  // streams: it answers again when the registry does).
   static Result<std::unique_ptr<StreamedBlobSource>> Start(std::unique_ptr<BlobSource> inner,
                                                            Digest expected,
-                                                           const std::string& tmp_dir);
+                                                           const std::string& tmp_dir,
+                                                           bool keep_trying = false);
   // Stops the download and waits for its thread.
   ~StreamedBlobSource() override;
 
@@ -52,6 +57,9 @@ class StreamedBlobSource final : public BlobSource {
   Status Wait();
   // Bytes the stream has made local so far.
   uint64_t local_bytes() const;
+  // Stops the stream: readers waiting for bytes not yet local, and later ones, get
+  // kUnavailable at once (a mount going away while the registry does not answer).
+  void Cancel();
 
   uint64_t Size() const override { return size_; }
   Result<size_t> ReadAt(uint64_t offset, std::span<uint8_t> out) override;
@@ -60,7 +68,8 @@ class StreamedBlobSource final : public BlobSource {
  private:
   enum class State { kRunning, kVerified, kFailed, kLocalFailed };
 
-  StreamedBlobSource(std::unique_ptr<BlobSource> inner, Digest expected, UniqueFd fd);
+  StreamedBlobSource(std::unique_ptr<BlobSource> inner, Digest expected, UniqueFd fd,
+                     bool keep_trying);
   void Run();
   // Sets the final state (under mu_) and wakes every reader.
   void End(State state, Status status);
@@ -69,6 +78,7 @@ class StreamedBlobSource final : public BlobSource {
   const Digest expected_;
   const UniqueFd fd_;
   const uint64_t size_;
+  const bool keep_trying_;
   std::atomic<bool> stop_{false};
 
   mutable std::mutex mu_;

@@ -220,20 +220,20 @@ void Filesystem::ScanLowerTree() {
   }
 }
 
-void Filesystem::WaitForLowerAnswer(Ino dir, const std::string_view* name) const {
-  if (!view_.progressive()) return;
+Status Filesystem::WaitForLowerAnswer(Ino dir, const std::string_view* name) const {
+  if (!view_.progressive()) return Status::Ok();
   Ino lower = dir;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (const Node* n = Find(dir); n != nullptr) lower = n->lower;
   }
-  if (lower == 0 || !IsLowerIno(lower)) return;
-  // The answer is ignored: the call under the lock gets it again, at once.
-  if (name != nullptr) {
-    (void)view_.Lookup(lower, *name);
-  } else {
-    (void)view_.ForEachChild(lower, [](std::string_view, Ino) { return false; });
-  }
+  if (lower == 0 || !IsLowerIno(lower)) return Status::Ok();
+  // The answer itself is ignored: the call under the lock gets it again, at once. A wait
+  // that ran out (the download stalled) ends the request here.
+  Status st = name != nullptr
+                  ? view_.Lookup(lower, *name).status()
+                  : view_.ForEachChild(lower, [](std::string_view, Ino) { return false; });
+  return st.code() == Code::kTimeout ? st : Status::Ok();
 }
 
 bool Filesystem::IsLowerIno(Ino ino) const { return ino >= 1 && ino <= view_.InodeCount(); }
@@ -671,7 +671,7 @@ Result<Entry> Filesystem::EntryOf(Node* n, bool count) {
 
 Result<Entry> Filesystem::Lookup(Ino parent, std::string_view name) {
   if (name.size() > kNameMax) return Status::FromErrno(ENAMETOOLONG, std::string(name.substr(0, 32)));
-  WaitForLowerAnswer(parent, &name);
+  RETURN_IF_ERROR(WaitForLowerAnswer(parent, &name));
   TableLock lock(this);
   Node* dir = Find(parent);
   if (dir == nullptr) {
@@ -903,7 +903,7 @@ Status Filesystem::CopyUp(Node* n, bool with_data) {
 // ---- directories ----------------------------------------------------------------------
 
 Result<std::unique_ptr<DirHandle>> Filesystem::OpenDir(Ino ino) {
-  WaitForLowerAnswer(ino, nullptr);
+  RETURN_IF_ERROR(WaitForLowerAnswer(ino, nullptr));
   TableLock lock(this);
   Node* n = Find(ino);
   Node tmp;

@@ -250,7 +250,8 @@ class Filesystem {
   // With a progressive view: waits, outside the table lock, until the lower tree can
   // answer a lookup of `name` in `dir` (or, name null, list `dir`), so that a lookup the
   // scan has not reached yet does not hold up every other request.
-  void WaitForLowerAnswer(Ino dir, const std::string_view* name) const;
+  // kTimeout when the wait ran out (the answer is then not awaited under the lock).
+  Status WaitForLowerAnswer(Ino dir, const std::string_view* name) const;
   bool IsLowerIno(Ino ino) const;
   // The parent of a lower directory (the root for the root and for unknown numbers).
   Ino LowerParent(Ino dir) const;

@@ -117,9 +117,28 @@ Result<std::shared_ptr<const LayerIndex>> ImageScan::IndexOf(size_t layer) const
   return l.index;
 }
 
+bool ScanFrontier::Passed(std::string_view path) const {
+  if (!in_order()) return false;
+  if (walk_order && CompareWalkOrder(last, path) <= 0) return false;
+  if (path_order && std::string_view(last).compare(path) <= 0) return false;
+  return true;
+}
+
+bool ScanFrontier::PassedDir(std::string_view dir) const {
+  if (!in_order() || dir.empty()) return false;
+  if (walk_order && (CompareWalkOrder(last, dir) <= 0 || PathIsUnder(last, dir))) return false;
+  if (path_order) {
+    // Paths below dir are the strings that start with "dir/": one run in bytewise order.
+    const std::string prefix = std::string(dir) + "/";
+    if (std::string_view(last).compare(prefix) <= 0 || std::string_view(last).starts_with(prefix)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool ImageScan::Settled(const LayerState& state, std::string_view path) {
-  if (state.done) return true;
-  return state.frontier.in_order && CompareWalkOrder(state.frontier.last, path) > 0;
+  return state.done || state.frontier.Passed(path);
 }
 
 bool ImageScan::AllDone() const {

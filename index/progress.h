@@ -9,11 +9,12 @@
 // builder's, so a node keeps its id in every later snapshot. With each snapshot comes the
 // scan's frontier: the greatest path seen so far in walk order (a directory, then its
 // children by bytewise name, depth first — how Docker, BuildKit, umoci and Go's
-// filepath.Walk write layers) and whether every entry so far came in that order.
+// filepath.Walk write layers — or the bytewise order of whole paths, what `find | sort`
+// feeds tar) and whether every entry so far came in that order.
 //
 // What a snapshot proves: a name it holds is there for good (the scan never takes an entry
 // back); a name it lacks is absent for good only when the scan is done, or when the layer
-// is in walk order and the frontier has passed both the name and its whiteout ".wh.NAME"
+// is in order and the frontier has passed both the name and its whiteout ".wh.NAME"
 // (writers put a whiteout either where NAME sorts or where ".wh.NAME" sorts). One entry out
 // of order turns the proofs off for that layer: its absences then wait for the end.
 //
@@ -40,10 +41,18 @@ int CompareWalkOrder(std::string_view a, std::string_view b);
 // Whether `path` is `dir` or below it.
 bool PathIsUnder(std::string_view path, std::string_view dir);
 
-// Where a scan stands.
+// Where a scan stands. Two orders are recognized: walk order, and the bytewise order of
+// whole paths (what `find | sort` feeds tar; "a.b" before "a/x"). Each holds while every
+// entry (whiteouts and opaque markers aside) came after the one before it in that order.
 struct ScanFrontier {
-  std::string last;      // greatest path of a non-".wh." entry added so far, in walk order
-  bool in_order = true;  // every such entry came after the one before it
+  std::string last;           // the path of the last non-".wh." entry added
+  bool walk_order = true;
+  bool path_order = true;
+  bool in_order() const { return walk_order || path_order; }
+  // Whether every entry still to come lies after `path` in each order that still holds.
+  bool Passed(std::string_view path) const;
+  // Whether every entry still to come lies outside directory `dir` ("" is the root: never).
+  bool PassedDir(std::string_view dir) const;
 };
 
 // What a layer scan reports to (OpenOptions::observer).
@@ -86,7 +95,7 @@ class ImageScan {
   // The newest snapshot alone (cheaper than State); the scan's error when it failed,
   // EAGAIN before the first snapshot.
   Result<std::shared_ptr<const LayerIndex>> IndexOf(size_t layer) const;
-  // Whether the layer will never add `path` (or change it): done, or in order with the
+  // Whether the layer will never add `path` (or change it): done, or in an order with the
   // frontier past it.
   static bool Settled(const LayerState& state, std::string_view path);
   size_t layer_count() const { return layers_.size(); }

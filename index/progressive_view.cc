@@ -26,11 +26,13 @@ constexpr auto kWaitSlice = std::chrono::milliseconds(500);
 }  // namespace
 
 ProgressiveView::ProgressiveView(std::vector<ViewLayer> layers,
-                                 std::shared_ptr<const ImageScan> scan)
-    : MergedView(std::move(layers)), scan_(std::move(scan)) {}
+                                 std::shared_ptr<const ImageScan> scan,
+                                 std::chrono::milliseconds stall_bound)
+    : MergedView(std::move(layers)), scan_(std::move(scan)), stall_bound_(stall_bound) {}
 
 Result<std::unique_ptr<ProgressiveView>> ProgressiveView::Create(
-    std::vector<ViewLayer> layers, std::shared_ptr<const ImageScan> scan) {
+    std::vector<ViewLayer> layers, std::shared_ptr<const ImageScan> scan,
+    std::chrono::milliseconds stall_bound) {
   if (layers.empty()) return Status::InvalidArgument("an image needs at least one layer");
   if (!scan || scan->layer_count() != layers.size()) {
     return Status::InvalidArgument("a progressive view needs one scan per layer");
@@ -39,7 +41,8 @@ Result<std::unique_ptr<ProgressiveView>> ProgressiveView::Create(
     if (!l.index || !l.source) return Status::InvalidArgument("a layer without index or blob");
   }
   const uint32_t top = static_cast<uint32_t>(layers.size() - 1);
-  std::unique_ptr<ProgressiveView> view(new ProgressiveView(std::move(layers), std::move(scan)));
+  std::unique_ptr<ProgressiveView> view(
+      new ProgressiveView(std::move(layers), std::move(scan), stall_bound));
   view->pnodes_.push_back(PNode{kRootIno, "", top, 0});
   view->by_path_.emplace("", kRootIno);
   return view;
@@ -55,8 +58,17 @@ Result<ProgressiveView::States> ProgressiveView::Snapshot() const {
   return st;
 }
 
-Status ProgressiveView::Wait(uint64_t seen) const {
+Status ProgressiveView::Wait(uint64_t seen, std::chrono::steady_clock::time_point& since) const {
   scan_->WaitChange(seen, kWaitSlice);
+  const auto now = std::chrono::steady_clock::now();
+  if (scan_->version() != seen) {
+    since = now;
+  } else if (stall_bound_.count() > 0 && now - since >= stall_bound_) {
+    return Status::Timeout(
+        "the image's layer download has not advanced for " +
+        std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - since).count()) +
+        " s (is the registry reachable?); the mount answers again once it does");
+  }
   return Status::Ok();
 }
 
@@ -81,7 +93,7 @@ Result<ProgressiveView::Found> ProgressiveView::FindIn(const States& st,
     }
     // A name a snapshot holds stays, unless the layer is out of order (a later entry for
     // the same path may replace it).
-    if (!s.done && !s.frontier.in_order) return Found{};
+    if (!s.done && !s.frontier.in_order()) return Found{};
     ASSIGN_OR_RETURN(NodeAttr attr, s.index->Attr(*child));
     const bool opaque_settled = ImageScan::Settled(s, JoinPath(path, kOpaqueMarker));
     if (!have) {
@@ -177,6 +189,7 @@ Result<ProgressiveView::PNode> ProgressiveView::NodeOf(Ino ino) const {
 Result<Ino> ProgressiveView::Lookup(Ino parent, std::string_view name) const {
   ASSIGN_OR_RETURN(PNode dir, NodeOf(parent));
   const std::string path = JoinPath(dir.path, name);
+  auto since = std::chrono::steady_clock::now();
   for (;;) {
     const uint64_t seen = scan_->version();
     ASSIGN_OR_RETURN(States st, Snapshot());
@@ -192,7 +205,7 @@ Result<Ino> ProgressiveView::Lookup(Ino parent, std::string_view name) const {
     } else if (d.answer == Answer::kAbsent) {
       return Status::FromErrno(ESTALE, "inode " + std::to_string(parent));
     }
-    RETURN_IF_ERROR(Wait(seen));
+    RETURN_IF_ERROR(Wait(seen, since));
   }
 }
 
@@ -200,6 +213,7 @@ Status ProgressiveView::ForEachChild(
     Ino ino, const std::function<bool(std::string_view name, Ino child)>& fn) const {
   ASSIGN_OR_RETURN(PNode dir, NodeOf(ino));
   std::vector<std::pair<std::string, Ino>> children;
+  auto since = std::chrono::steady_clock::now();
   for (;;) {
     const uint64_t seen = scan_->version();
     ASSIGN_OR_RETURN(States st, Snapshot());
@@ -211,8 +225,7 @@ Status ProgressiveView::ForEachChild(
     for (const Instance& c : d.step.dirs) {
       if (!complete) break;
       const ImageScan::LayerState& s = st[c.layer];
-      complete = s.done || (s.frontier.in_order && CompareWalkOrder(s.frontier.last, dir.path) > 0 &&
-                            !PathIsUnder(s.frontier.last, dir.path));
+      complete = s.done || s.frontier.PassedDir(dir.path);
     }
     if (complete) {
       std::vector<std::string> names;
@@ -244,7 +257,7 @@ Status ProgressiveView::ForEachChild(
       }
     }
     if (complete) break;
-    RETURN_IF_ERROR(Wait(seen));
+    RETURN_IF_ERROR(Wait(seen, since));
   }
   for (const auto& [name, child] : children) {
     if (!fn(name, child)) break;
@@ -294,10 +307,10 @@ Ino ProgressiveView::ParentOf(Ino ino) const {
 }
 
 Status ProgressiveView::WaitComplete() const {
-  while (!scan_->AllDone()) {
+  while (!scan_->AllDone()) {  // no bound: this is background work
     const uint64_t seen = scan_->version();
     if (scan_->AllDone()) break;
-    RETURN_IF_ERROR(Wait(seen));
+    scan_->WaitChange(seen, kWaitSlice);
   }
   RETURN_IF_ERROR(Snapshot().status());
   // Number every name, breadth-first, so the numbers handed out are all there are.

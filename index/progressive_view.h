@@ -28,6 +28,7 @@
 //
 // Thread safety: every const method may be called concurrently.
 
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -45,8 +46,11 @@ class ProgressiveView final : public MergedView {
  public:
   // Layers bottom first, each with a GrowingLayerIndex over `scan` (or any index answering
   // from the same snapshots).
-  static Result<std::unique_ptr<ProgressiveView>> Create(std::vector<ViewLayer> layers,
-                                                         std::shared_ptr<const ImageScan> scan);
+  // stall_bound: a call that has waited this long with no scan advancing fails with
+  // kTimeout (the mount answers EIO and stays up; later calls wait again); 0: no bound.
+  static Result<std::unique_ptr<ProgressiveView>> Create(
+      std::vector<ViewLayer> layers, std::shared_ptr<const ImageScan> scan,
+      std::chrono::milliseconds stall_bound = std::chrono::milliseconds(0));
 
   Result<Ino> Lookup(Ino parent, std::string_view name) const override;
   Result<NodeAttr> Attr(Ino ino) const override;
@@ -78,7 +82,8 @@ class ProgressiveView final : public MergedView {
   };
   using States = std::vector<ImageScan::LayerState>;
 
-  ProgressiveView(std::vector<ViewLayer> layers, std::shared_ptr<const ImageScan> scan);
+  ProgressiveView(std::vector<ViewLayer> layers, std::shared_ptr<const ImageScan> scan,
+                  std::chrono::milliseconds stall_bound);
   // The layers' states, or the first failed scan's error.
   Result<States> Snapshot() const;
   // `path` among layers [0, top), from the root down.
@@ -89,9 +94,12 @@ class ProgressiveView final : public MergedView {
   // The number of `path` (found as `step`, in directory `parent`), handed out once.
   Ino NumberFor(Ino parent, const std::string& path, const Step& step) const;
   Result<PNode> NodeOf(Ino ino) const;
-  Status Wait(uint64_t seen) const;
+  // Waits for the scans to advance past version `seen`; kTimeout once nothing has
+  // advanced for stall_bound_ since `since` (which an advance moves on).
+  Status Wait(uint64_t seen, std::chrono::steady_clock::time_point& since) const;
 
   std::shared_ptr<const ImageScan> scan_;
+  const std::chrono::milliseconds stall_bound_;
   mutable std::mutex mu_;
   mutable std::deque<PNode> pnodes_;  // pnodes_[ino - 1]
   mutable std::unordered_map<std::string, Ino> by_path_;

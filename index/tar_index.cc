@@ -81,11 +81,9 @@ Status PendingEntries::Admit(const TarEntry& entry) {
       slash == std::string::npos ? std::string_view(entry.path)
                                  : std::string_view(entry.path).substr(slash + 1);
   if (base.starts_with(".wh.")) return Status::Ok();
-  if (any_ && CompareWalkOrder(entry.path, frontier_.last) <= 0) {
-    frontier_.in_order = false;
-  } else {
-    frontier_.last = entry.path;
-  }
+  if (any_ && CompareWalkOrder(entry.path, frontier_.last) <= 0) frontier_.walk_order = false;
+  if (any_ && entry.path.compare(frontier_.last) <= 0) frontier_.path_order = false;
+  frontier_.last = entry.path;
   any_ = true;
   return Status::Ok();
 }

@@ -165,6 +165,7 @@ struct LayerTaskContext {
   std::shared_ptr<std::atomic<uint64_t>> fetched_bytes;
   fetch::ImageSource* registry = nullptr;  // owned by the ImageView, outlives its scans
   std::string root;
+  std::shared_ptr<std::atomic<bool>> stopping;  // BackgroundScans::stopping
 };
 
 struct LayerTask {
@@ -197,7 +198,8 @@ Status OpenLayer(const LayerTaskContext& context, LayerTask& t) {
       ASSIGN_OR_RETURN(auto inner, context.registry->OpenBlob(t.desc));
       auto counted = std::make_unique<CountingBlobSource>(std::move(inner), context.fetched_bytes);
       auto started = fetch::StreamedBlobSource::Start(
-          std::move(counted), Digest::Parse(t.desc.digest).value_or(Digest()), context.root + "/tmp");
+          std::move(counted), Digest::Parse(t.desc.digest).value_or(Digest()), context.root + "/tmp",
+          /*keep_trying=*/context.scan != nullptr);
       if (!started.ok()) {
         LOG(kWarn) << "layer " << t.desc.digest << ": " << started.status().message()
                    << " (scanning it by range reads instead)";
@@ -224,7 +226,7 @@ Status OpenLayer(const LayerTaskContext& context, LayerTask& t) {
   Status st = opened.status();
   if (st.ok() && t.scan_copy) st = t.scan_copy->Wait();
   if (t.background) {
-    if (!st.ok()) LOG(kError) << st.message();
+    if (!st.ok() && !context.stopping->load()) LOG(kError) << st.message();
     context.scan->Finish(t.layer, st,
                          opened.ok() ? std::shared_ptr<const index::LayerIndex>(std::move(*opened))
                                      : nullptr);
@@ -237,6 +239,22 @@ Status OpenLayer(const LayerTaskContext& context, LayerTask& t) {
 }
 
 }  // namespace
+
+BackgroundScans::~BackgroundScans() {
+  if (stopping) stopping->store(true);
+  for (auto& stream : streams_) {
+    if (stream) stream->Cancel();
+  }
+  for (auto& scan : scans_) {
+    if (scan.valid()) (void)scan.get();
+  }
+}
+
+void BackgroundScans::Add(std::future<Status> scan,
+                          std::shared_ptr<fetch::StreamedBlobSource> stream) {
+  scans_.push_back(std::move(scan));
+  streams_.push_back(std::move(stream));
+}
 
 Result<std::unique_ptr<store::ChunkStore>> OpenChunkStore(const GlobalOptions& global) {
   store::ChunkStoreOptions options;
@@ -326,7 +344,8 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
   if (progressive) scan = std::make_shared<index::ImageScan>(layers.size());
   std::vector<std::shared_ptr<LayerTask>> tasks;
   std::vector<std::future<Status>> opening;
-  LayerTaskContext context{scan, cache, out.fetched_bytes, out.opened.source.get(), global.root};
+  LayerTaskContext context{scan, cache, out.fetched_bytes, out.opened.source.get(), global.root,
+                           out.background_scans.stopping};
   for (size_t i = 0; i < layers.size(); ++i) {
     auto task = std::make_shared<LayerTask>();
     task->layer = i;
@@ -338,10 +357,10 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
     opening.push_back(std::async(std::launch::async, [context, task] { return OpenLayer(context, *task); }));
   }
   Status first_error;
-  std::vector<std::future<Status>> background;
+  std::vector<size_t> background;  // layers scanned on, behind the view
   for (size_t i = 0; i < tasks.size(); ++i) {
     if (tasks[i]->started.get_future().get()) {
-      background.push_back(std::move(opening[i]));  // scanned on, behind the view
+      background.push_back(i);
       continue;
     }
     Status st = opening[i].get();
@@ -364,10 +383,8 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
     Status st = config.get();
     if (first_error.ok()) first_error = std::move(st);
   }
-  if (!first_error.ok()) {
-    for (auto& f : background) (void)f.get();
-    return first_error;
-  }
+  for (size_t i : background) out.background_scans.Add(std::move(opening[i]), tasks[i]->scan_copy);
+  if (!first_error.ok()) return first_error;  // (the scans stop with `out`)
   for (size_t i = 0; i < tasks.size(); ++i) {
     LayerTask& t = *tasks[i];
     if (t.scan_copy) out.preloaders[i] = nullptr;  // read from the local copy
@@ -384,8 +401,8 @@ Result<ImageView> OpenImageView(const GlobalOptions& global, const std::string& 
   if (background.empty()) {
     ASSIGN_OR_RETURN(out.view, index::MergedView::Build(std::move(layers)));
   } else {
-    ASSIGN_OR_RETURN(out.view, index::ProgressiveView::Create(std::move(layers), scan));
-    out.background_scans = std::move(background);
+    ASSIGN_OR_RETURN(out.view,
+                     index::ProgressiveView::Create(std::move(layers), scan, global.fetch_timeout));
   }
   LogPhase("indexes");
   if (std::find(remote.begin(), remote.end(), true) != remote.end()) {

@@ -20,7 +20,28 @@
 #include "store/chunk_store.h"
 #include "tools/command.h"
 
+namespace imagefs::fetch {
+class StreamedBlobSource;
+}
+
 namespace imagefs::tools {
+
+// Layer scans that go on behind a progressive view. Going away, it stops their streams
+// (so a scan waiting for a registry that does not answer ends) and waits for them.
+class BackgroundScans {
+ public:
+  BackgroundScans() = default;
+  BackgroundScans(BackgroundScans&&) = default;
+  BackgroundScans& operator=(BackgroundScans&&) = default;
+  ~BackgroundScans();
+  void Add(std::future<Status> scan, std::shared_ptr<fetch::StreamedBlobSource> stream);
+  // Set before the streams are stopped, so a scan ending then does not log an error.
+  std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);
+
+ private:
+  std::vector<std::future<Status>> scans_;
+  std::vector<std::shared_ptr<fetch::StreamedBlobSource>> streams_;
+};
 
 // Members are destroyed bottom up: the reader (which flushes its pending stores) before
 // the chunk store and the view it borrows.
@@ -40,7 +61,7 @@ struct ImageView {
   std::vector<std::future<Status>> early_preloads;
   // Scans of layers the view serves while they go on (OpenImageView's progressive); last,
   // so they end first.
-  std::vector<std::future<Status>> background_scans;
+  BackgroundScans background_scans;
 };
 
 // The chunk cache under --root/chunks, bounded by --cache-size.

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -148,6 +149,46 @@ TEST_F(StreamedBlobSourceTest, ALocalWriteFailureFallsBackToTheSource) {
   ASSERT_TRUE(n.ok()) << n.status().message();
   EXPECT_EQ(*n, data.size());
   EXPECT_EQ(std::memcmp(buf.data(), data.data(), data.size()), 0);
+}
+
+// A mount's stream (keep_trying) asks again for a window the registry failed to send for a
+// reason that may pass, and ends whole; a plain stream fails with the registry's error.
+TEST_F(StreamedBlobSourceTest, KeepTryingAsksAgainUntilTheRegistryAnswers) {
+  const std::string data = Random(3 << 20, 5);
+  for (bool keep_trying : {true, false}) {
+    SCOPED_TRACE(keep_trying);
+    auto owned = std::make_unique<testing::FakeBlobSource>(data, "registry blob y");
+    owned->FailNextReads(2, Status::Unavailable("registry y: connection refused"));
+    auto s = StreamedBlobSource::Start(std::move(owned), DigestOf(data), dir_, keep_trying);
+    ASSERT_TRUE(s.ok());
+    Status st = (*s)->Wait();
+    if (keep_trying) {
+      EXPECT_TRUE(st.ok()) << st.message();
+      std::vector<uint8_t> buf(data.size());
+      ASSERT_TRUE((*s)->ReadAt(0, buf).ok());
+      EXPECT_EQ(std::string(buf.begin(), buf.end()), data);
+    } else {
+      EXPECT_EQ(st.code(), Code::kUnavailable);
+    }
+  }
+}
+
+// Cancel ends a stream that keeps trying: a reader waiting for bytes gets kUnavailable.
+TEST_F(StreamedBlobSourceTest, CancelEndsAStreamThatKeepsTrying) {
+  const std::string data = Random(3 << 20, 6);
+  auto owned = std::make_unique<testing::FakeBlobSource>(data, "registry blob z");
+  owned->FailNextReads(1000, Status::Timeout("registry z did not answer within 1s"));
+  auto s = StreamedBlobSource::Start(std::move(owned), DigestOf(data), dir_, true);
+  ASSERT_TRUE(s.ok());
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    (*s)->Cancel();
+  });
+  std::vector<uint8_t> buf(100);
+  auto r = (*s)->ReadAt(0, buf);
+  canceller.join();
+  EXPECT_EQ(r.status().code(), Code::kUnavailable);
+  EXPECT_EQ((*s)->Wait().code(), Code::kUnavailable);
 }
 
 }  // namespace

@@ -198,6 +198,27 @@ TEST_F(ProgressiveViewTest, ALayerOutOfWalkOrderProvesNoAbsenceBeforeItsEnd) {
   EXPECT_EQ(Read(*x), "x");
 }
 
+TEST_F(ProgressiveViewTest, ALayerInTheBytewiseOrderOfWholePathsProvesAbsencesToo) {
+  // What `find | LC_ALL=C sort` feeds tar: "a.b" before "a/first" ('.' < '/').
+  Start(Dir("a/") + Dir("a.b/") + File("a.b/f", "f") + File("a/first", "first\n") +
+            File("a/zbig", test::RandomBytes(2 << 20, 11)) + File("b", "b"),
+        256 << 10);
+  EXPECT_FALSE(scan_->State(0).frontier.walk_order);
+  EXPECT_TRUE(scan_->State(0).frontier.path_order);
+  auto first = view_->Resolve("a/first");
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(Read(*first), "first\n");
+  EXPECT_TRUE(view_->Resolve("a.b/nothing").status().IsNotFound());
+  auto ab = view_->Resolve("a.b");
+  ASSERT_TRUE(ab.ok());
+  EXPECT_EQ(List(*ab), std::vector<std::string>{"f"});
+  auto later = std::async(std::launch::async, [&] { return view_->Resolve("a/missing"); });
+  EXPECT_EQ(later.wait_for(300ms), std::future_status::timeout);
+  gated_->Open();
+  EXPECT_TRUE(later.get().status().IsNotFound());
+  EXPECT_EQ(List(kRootIno), (std::vector<std::string>{"a", "a.b", "b"}));
+}
+
 TEST_F(ProgressiveViewTest, AScanThatFailsFailsEveryAnswer) {
   std::string tar = WalkOrderedLayer();
   Start(tar, 256 << 10);
@@ -220,6 +241,21 @@ TEST(WalkOrderTest, ParentsComeBeforeChildrenAndSiblingsByName) {
   EXPECT_TRUE(PathIsUnder("usr/bin/env", "usr"));
   EXPECT_FALSE(PathIsUnder("usrx/bin", "usr"));
   EXPECT_TRUE(PathIsUnder("usr", ""));
+}
+
+TEST(WalkOrderTest, AFrontierPassesWhatEveryOrderStillHeldHasPassed) {
+  ScanFrontier f;
+  f.last = "a/x";
+  EXPECT_TRUE(f.Passed("a/w"));
+  EXPECT_FALSE(f.Passed("a.b"));  // before "a/x" bytewise, after it in walk order
+  f.walk_order = false;
+  EXPECT_TRUE(f.Passed("a.b"));
+  EXPECT_FALSE(f.PassedDir("a"));
+  f.last = "b";
+  EXPECT_TRUE(f.PassedDir("a"));
+  EXPECT_FALSE(f.PassedDir(""));  // the root is passed only at the end
+  f.path_order = false;
+  EXPECT_FALSE(f.Passed("a"));
 }
 
 }  // namespace
