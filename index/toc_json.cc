@@ -2,7 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstddef>
+#include <cstdlib>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,15 +25,11 @@ class TocSax final : public nlohmann::json_sax<SaxJson> {
     v.kind = TocValue::Kind::kBool;
     return Scalar(std::move(v));
   }
+  // Only for literals with a minus sign ("-0" too: an integer, not unsigned, as in a DOM).
   bool number_integer(number_integer_t n) override {
     TocValue v;
-    if (n >= 0) {
-      v.kind = TocValue::Kind::kUnsigned;
-      v.u = static_cast<uint64_t>(n);
-    } else {
-      v.kind = TocValue::Kind::kNegative;
-      v.i = n;
-    }
+    v.kind = TocValue::Kind::kNegative;
+    v.i = n;
     return Scalar(std::move(v));
   }
   bool number_unsigned(number_unsigned_t n) override {
@@ -179,6 +177,307 @@ class TocSax final : public nlohmann::json_sax<SaxJson> {
   std::string error_;
 };
 
+// A strict JSON reader (RFC 8259 as nlohmann reads it: UTF-8 checked in strings, a leading
+// BOM skipped, nothing but white space after the value) that feeds TocSax the events
+// nlohmann's SAX parser would. Hand-written because the TOC's decode is on a cold start's
+// critical path and nlohmann's lexer reads a character at a time through a virtual-free
+// but byte-by-byte adapter: most of the TOC's 70 ms went there (docs/architecture.md).
+class TocReader {
+ public:
+  TocReader(std::string_view text, TocSax& sax)
+      : p_(text.data()), end_(text.data() + text.size()), begin_(text.data()), sax_(sax) {}
+
+  bool Parse() {
+    if (end_ - p_ >= 3 && static_cast<uint8_t>(p_[0]) == 0xEF &&
+        static_cast<uint8_t>(p_[1]) == 0xBB && static_cast<uint8_t>(p_[2]) == 0xBF) {
+      p_ += 3;
+    }
+    std::vector<char> stack;  // '{' or '[' per open container
+    for (;;) {
+      // A value.
+      SkipSpace();
+      if (p_ == end_) return Fail("a value expected");
+      const char c = *p_;
+      if (c == '{' || c == '[') {
+        const bool object = c == '{';
+        ++p_;
+        (void)(object ? sax_.start_object(static_cast<std::size_t>(-1))
+                      : sax_.start_array(static_cast<std::size_t>(-1)));
+        SkipSpace();
+        if (p_ == end_ || *p_ != (object ? '}' : ']')) {
+          stack.push_back(c);
+          if (object && !Key()) return false;
+          continue;  // the container's first value
+        }
+        ++p_;  // empty
+        (void)(object ? sax_.end_object() : sax_.end_array());
+      } else if (!Scalar()) {
+        return false;
+      }
+      // After a value: a separator, the end of containers, or the end of the text.
+      for (;;) {
+        SkipSpace();
+        if (stack.empty()) return p_ == end_ ? true : Fail("text after the value");
+        if (p_ == end_) return Fail("unexpected end");
+        const char open = stack.back();
+        const char d = *p_++;
+        if (d == ',') {
+          if (open == '{' && !Key()) return false;
+          break;  // the next value
+        }
+        if (d == (open == '{' ? '}' : ']')) {
+          stack.pop_back();
+          (void)(open == '{' ? sax_.end_object() : sax_.end_array());
+          continue;
+        }
+        --p_;
+        return Fail(open == '{' ? "',' or '}' expected" : "',' or ']' expected");
+      }
+    }
+  }
+
+  const std::string& error() const { return error_; }
+
+ private:
+  void SkipSpace() {
+    while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+  }
+
+  bool Fail(const char* what) {
+    error_ = "byte " + std::to_string(p_ - begin_) + ": " + what;
+    return false;
+  }
+
+  // A member name and its ':'.
+  bool Key() {
+    SkipSpace();
+    if (p_ == end_ || *p_ != '"') return Fail("a member name expected");
+    ++p_;
+    if (!String()) return false;
+    (void)sax_.key(buf_);
+    SkipSpace();
+    if (p_ == end_ || *p_ != ':') return Fail("':' expected");
+    ++p_;
+    return true;
+  }
+
+  bool Scalar() {
+    const char c = *p_;
+    if (c == '"') {
+      ++p_;
+      if (!String()) return false;
+      (void)sax_.string(buf_);
+      return true;
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) return Number();
+    auto literal = [&](std::string_view word) {
+      if (static_cast<size_t>(end_ - p_) < word.size() || std::string_view(p_, word.size()) != word) {
+        return false;
+      }
+      p_ += word.size();
+      return true;
+    };
+    if (literal("true")) {
+      (void)sax_.boolean(true);
+    } else if (literal("false")) {
+      (void)sax_.boolean(false);
+    } else if (literal("null")) {
+      (void)sax_.null();
+    } else {
+      return Fail("a value expected");
+    }
+    return true;
+  }
+
+  bool Number() {
+    const char* start = p_;
+    const bool negative = *p_ == '-';
+    if (negative) ++p_;
+    if (p_ == end_ || *p_ < '0' || *p_ > '9') return Fail("a digit expected");
+    if (*p_ == '0') {
+      ++p_;
+    } else {
+      while (p_ != end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+    }
+    bool integer = true;
+    if (p_ != end_ && *p_ == '.') {
+      integer = false;
+      ++p_;
+      if (p_ == end_ || *p_ < '0' || *p_ > '9') return Fail("a digit expected");
+      while (p_ != end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+    }
+    if (p_ != end_ && (*p_ == 'e' || *p_ == 'E')) {
+      integer = false;
+      ++p_;
+      if (p_ != end_ && (*p_ == '+' || *p_ == '-')) ++p_;
+      if (p_ == end_ || *p_ < '0' || *p_ > '9') return Fail("a digit expected");
+      while (p_ != end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+    }
+    if (integer) {
+      // As nlohmann: an integer that does not fit is a float.
+      const char* digits = start + (negative ? 1 : 0);
+      uint64_t v = 0;
+      bool fits = true;
+      for (const char* q = digits; q != p_; ++q) {
+        const uint64_t d = static_cast<uint64_t>(*q - '0');
+        if (v > (UINT64_MAX - d) / 10) {
+          fits = false;
+          break;
+        }
+        v = v * 10 + d;
+      }
+      if (fits && !negative) {
+        (void)sax_.number_unsigned(v);
+        return true;
+      }
+      if (fits && v <= static_cast<uint64_t>(INT64_MAX) + 1) {
+        const int64_t n =
+            v == static_cast<uint64_t>(INT64_MAX) + 1 ? INT64_MIN : -static_cast<int64_t>(v);
+        (void)sax_.number_integer(n);
+        return true;
+      }
+    }
+    // The value is not kept (TocValue::kFloat), but one too large for a double is an
+    // error, as nlohmann has it.
+    const std::string text(start, p_);
+    const double value = std::strtod(text.c_str(), nullptr);
+    if (!std::isfinite(value)) return Fail("a number too large");
+    (void)sax_.number_float(value, text);
+    return true;
+  }
+
+  // The rest of a string after its opening quote, into buf_.
+  bool String() {
+    buf_.clear();
+    for (;;) {
+      const char* run = p_;
+      while (p_ != end_) {
+        const uint8_t b = static_cast<uint8_t>(*p_);
+        if (b == '"' || b == '\\' || b < 0x20 || b >= 0x80) break;
+        ++p_;
+      }
+      buf_.append(run, p_);
+      if (p_ == end_) return Fail("unterminated string");
+      const uint8_t b = static_cast<uint8_t>(*p_);
+      if (b == '"') {
+        ++p_;
+        return true;
+      }
+      if (b < 0x20) return Fail("a control character in a string");
+      if (b >= 0x80) {
+        if (!Utf8()) return false;
+        continue;
+      }
+      // An escape.
+      ++p_;
+      if (p_ == end_) return Fail("unterminated string");
+      switch (*p_++) {
+        case '"': buf_ += '"'; break;
+        case '\\': buf_ += '\\'; break;
+        case '/': buf_ += '/'; break;
+        case 'b': buf_ += '\b'; break;
+        case 'f': buf_ += '\f'; break;
+        case 'n': buf_ += '\n'; break;
+        case 'r': buf_ += '\r'; break;
+        case 't': buf_ += '\t'; break;
+        case 'u': {
+          int cp = Hex4();
+          if (cp < 0) return Fail("a bad \\u escape");
+          if (cp >= 0xDC00 && cp <= 0xDFFF) return Fail("a lone low surrogate");
+          if (cp >= 0xD800 && cp <= 0xDBFF) {
+            if (end_ - p_ < 2 || p_[0] != '\\' || p_[1] != 'u') return Fail("a lone high surrogate");
+            p_ += 2;
+            const int low = Hex4();
+            if (low < 0xDC00 || low > 0xDFFF) return Fail("a bad low surrogate");
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+          }
+          AppendUtf8(cp);
+          break;
+        }
+        default:
+          --p_;
+          return Fail("a bad escape");
+      }
+    }
+  }
+
+  int Hex4() {
+    if (end_ - p_ < 4) return -1;
+    int v = 0;
+    for (int i = 0; i < 4; ++i) {
+      const char h = *p_++;
+      v <<= 4;
+      if (h >= '0' && h <= '9') {
+        v |= h - '0';
+      } else if (h >= 'a' && h <= 'f') {
+        v |= h - 'a' + 10;
+      } else if (h >= 'A' && h <= 'F') {
+        v |= h - 'A' + 10;
+      } else {
+        return -1;
+      }
+    }
+    return v;
+  }
+
+  void AppendUtf8(int cp) {
+    if (cp < 0x80) {
+      buf_ += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      buf_ += static_cast<char>(0xC0 | (cp >> 6));
+      buf_ += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      buf_ += static_cast<char>(0xE0 | (cp >> 12));
+      buf_ += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      buf_ += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      buf_ += static_cast<char>(0xF0 | (cp >> 18));
+      buf_ += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      buf_ += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      buf_ += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+  }
+
+  // One multi-byte UTF-8 sequence, checked as RFC 3629's table says.
+  bool Utf8() {
+    const uint8_t b0 = static_cast<uint8_t>(*p_);
+    int more = 0;
+    uint8_t lo = 0x80, hi = 0xBF;
+    if (b0 >= 0xC2 && b0 <= 0xDF) {
+      more = 1;
+    } else if (b0 == 0xE0) {
+      more = 2, lo = 0xA0;
+    } else if ((b0 >= 0xE1 && b0 <= 0xEC) || b0 == 0xEE || b0 == 0xEF) {
+      more = 2;
+    } else if (b0 == 0xED) {
+      more = 2, hi = 0x9F;
+    } else if (b0 == 0xF0) {
+      more = 3, lo = 0x90;
+    } else if (b0 >= 0xF1 && b0 <= 0xF3) {
+      more = 3;
+    } else if (b0 == 0xF4) {
+      more = 3, hi = 0x8F;
+    } else {
+      return Fail("invalid UTF-8");
+    }
+    if (end_ - p_ <= more) return Fail("invalid UTF-8");
+    for (int i = 1; i <= more; ++i) {
+      const uint8_t b = static_cast<uint8_t>(p_[i]);
+      if (b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xBF)) return Fail("invalid UTF-8");
+    }
+    buf_.append(p_, p_ + more + 1);
+    p_ += more + 1;
+    return true;
+  }
+
+  const char* p_;
+  const char* const end_;
+  const char* const begin_;
+  TocSax& sax_;
+  std::string buf_;
+  std::string error_;
+};
+
 }  // namespace
 
 const TocValue* TocObject::Find(std::string_view key) const {
@@ -196,9 +495,8 @@ std::string_view TocObject::StringOr(std::string_view key) const {
 Result<TocDocument> ParseTocJson(std::string_view text) {
   TocDocument doc;
   TocSax sax(doc);
-  const bool ok = SaxJson::sax_parse(text.begin(), text.end(), &sax,
-                                     nlohmann::detail::input_format_t::json, /*strict=*/true);
-  if (!ok) return Status::Corruption("not valid JSON (" + sax.error() + ")");
+  TocReader reader(text, sax);
+  if (!reader.Parse()) return Status::Corruption("not valid JSON (" + reader.error() + ")");
   return doc;
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 
 // A seekable layer's TOC (zstd:chunked's manifest, eStargz's stargz.index.json) read in one
-// pass with nlohmann's SAX interface into flat entries, instead of a JSON DOM.
+// pass into flat entries, instead of a JSON DOM.
 //
 // Why: opening an image's indexes is on a cold start's critical path, and for the nginx
 // image's 2.8 MB zstd:chunked TOC (9,200 entries) building nlohmann's DOM — a std::map per
@@ -12,7 +12,9 @@
 // errors: a field of the wrong type, an entry that is not an object, a TOC that is not an
 // object or has no entries array. Duplicate keys: the last one counts, as in a DOM.
 //
-// The JSON itself is still nlohmann's parser (strict RFC 8259, as before).
+// The JSON is read by a hand-written strict reader (RFC 8259 as nlohmann reads it, checked
+// against nlohmann's DOM parser by tests/index/toc_json_test.cc) that feeds nlohmann's SAX
+// interface: nlohmann's own lexer was most of the time left.
 
 #include <cstdint>
 #include <memory>
@@ -38,7 +40,7 @@ struct TocValue {
   enum class Kind : uint8_t { kNull, kBool, kUnsigned, kNegative, kFloat, kString, kObject, kArray };
   Kind kind = Kind::kNull;
   uint64_t u = 0;  // kUnsigned
-  int64_t i = 0;   // kNegative
+  int64_t i = 0;   // kNegative: an integer written with a minus sign ("-0" included)
   std::string s;   // kString
   std::unique_ptr<TocStringMap> object;  // kObject inside an entry (null elsewhere)
 

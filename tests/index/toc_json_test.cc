@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace imagefs::index {
 namespace toc_json_test {
@@ -146,6 +147,35 @@ TEST(TocJsonTest, InvalidJsonIsRejectedAsTheDomRejectsIt) {
     ExpectSameDocument(text);
     EXPECT_FALSE(ParseTocJson(text).ok());
   }
+}
+
+// The corners of the hand-written reader (index/toc_json.cc): numbers at and past the
+// integer limits, escapes and surrogates, UTF-8 the RFC's table allows and forbids, a BOM,
+// white space, nesting.
+TEST(TocJsonTest, CornersAgreeWithTheDom) {
+  const std::vector<std::string> values = {
+      "0", "-0", "7", "-7", "18446744073709551615", "18446744073709551616",
+      "-9223372036854775808", "-9223372036854775809", "1.5", "-1.5e3", "1E+2", "1e-2",
+      "1e999", "-1e999", "1e-999", "00", "-", "1.", ".5", "1e", "+1", "0x10", "1.0e", "-a",
+      "\"\"", "\"\\u0041\\u00e9\\u20ac\"", "\"\\ud83d\\ude00\"", "\"\\ud83d\"",
+      "\"\\ude00\"", "\"\\ud83d\\u0041\"", "\"\\u00\"", "\"\\u00G0\"",
+      "\"\\/\\b\\f\\n\\r\\t\"", "\"\\a\"", "\"\\u0000\"",
+      "\"\xc3\xa9\"", "\"\xc0\x80\"", "\"\xe0\x80\x80\"", "\"\xe0\xa0\x80\"",
+      "\"\xed\xa0\x80\"", "\"\xed\x9f\xbf\"", "\"\xf0\x90\x80\x80\"",
+      "\"\xf4\x8f\xbf\xbf\"", "\"\xf4\x90\x80\x80\"", "\"\xf5\x80\x80\x80\"",
+      "\"\xc3\"", "\"\x7f\"", "\"\x01\"", "\"a\tb\"", "true", "false", "null",
+      "tru", "nul", "[]", "{}", "[1,]", "[,1]", "[[[[[[[[]]]]]]]]", "{\"a\":{\"b\":[{}]}}",
+      "{\"a\" 1}", "{1:2}", "{\"a\":1,\"a\":2}"};
+  for (const std::string& v : values) {
+    for (const std::string& text :
+         {"{\"entries\": [{\"name\": " + v + "}], \"v\": " + v + "}",
+          "\xef\xbb\xbf {\"x\" :\t" + v + "\r\n}", v}) {
+      SCOPED_TRACE(text);
+      ExpectSameDocument(text);
+    }
+  }
+  ExpectSameDocument("\xef\xbb{}");
+  ExpectSameDocument("{}\x00");
 }
 
 // Random byte flips, insertions and truncations of the sample: the two parsers agree on
