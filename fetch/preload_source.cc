@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 #include <vector>
 
 namespace imagefs::fetch {
@@ -26,16 +27,45 @@ Status PreloadBlobSource::Preload(ByteRange range, uint64_t part) {
     window_.reset();
   }
   auto bytes = std::make_shared<std::string>(end - begin, '\0');
-  std::vector<ByteRange> parts;
-  std::vector<std::span<uint8_t>> outs;
-  for (uint64_t off = begin; off < end; off += part) {
-    const uint64_t len = std::min(part, end - off);
-    parts.push_back({off, len});
-    outs.emplace_back(reinterpret_cast<uint8_t*>(bytes->data()) + (off - begin), len);
+  std::vector<Part> parts;
+  for (uint64_t off = begin; off < end;) {
+    const uint64_t len = std::min(parts.empty() ? std::min(kHeadPart, part) : part, end - off);
+    parts.push_back({off, off + len, false, false});
+    off += len;
   }
-  Status st = parts.empty() ? Status::Ok() : inner_->ReadRanges(parts, outs);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    loading_bytes_ = bytes;
+    parts_ = parts;
+  }
+  // Each part is its own request, all at once, and is served as soon as it is in.
+  auto fetch_part = [this, bytes, begin](size_t k, Part p) {
+    const ByteRange range{p.begin, p.end - p.begin};
+    const std::span<uint8_t> out(reinterpret_cast<uint8_t*>(bytes->data()) + (p.begin - begin),
+                                 p.end - p.begin);
+    Status st = inner_->ReadRanges(std::span<const ByteRange>(&range, 1),
+                                   std::span<const std::span<uint8_t>>(&out, 1));
+    std::lock_guard<std::mutex> lock(mu_);
+    if (loading_bytes_ == bytes && k < parts_.size()) {
+      parts_[k].done = true;
+      parts_[k].failed = !st.ok();
+    }
+    loaded_.notify_all();
+    return st;
+  };
+  std::vector<std::future<Status>> pending;
+  for (size_t k = 1; k < parts.size(); ++k) {
+    pending.push_back(std::async(std::launch::async, fetch_part, k, parts[k]));
+  }
+  Status st = parts.empty() ? Status::Ok() : fetch_part(0, parts[0]);
+  for (auto& f : pending) {
+    Status part_status = f.get();
+    if (st.ok()) st = std::move(part_status);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   loading_ = false;
+  loading_bytes_.reset();
+  parts_.clear();
   loaded_.notify_all();
   RETURN_IF_ERROR(st);
   window_ = std::move(bytes);
@@ -55,16 +85,27 @@ uint64_t PreloadBlobSource::preloaded_bytes() const {
 }
 
 bool PreloadBlobSource::FromWindow(uint64_t offset, std::span<uint8_t> out) const {
-  std::shared_ptr<const std::string> window;
-  uint64_t start;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    window = window_;
-    start = window_offset_;
+  const uint64_t end = offset + out.size();
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    if (window_ && offset >= window_offset_ && end <= window_offset_ + window_->size()) {
+      std::memcpy(out.data(), window_->data() + (offset - window_offset_), out.size());
+      return true;
+    }
+    if (!loading_ || !loading_bytes_ || offset < loading_begin_ || end > loading_end_) return false;
+    // Inside the window being fetched: served once the parts holding it are in.
+    bool ready = true;
+    for (const Part& p : parts_) {
+      if (p.end <= offset || p.begin >= end) continue;
+      if (p.failed) return false;
+      ready = ready && p.done;
+    }
+    if (ready) {
+      std::memcpy(out.data(), loading_bytes_->data() + (offset - loading_begin_), out.size());
+      return true;
+    }
+    loaded_.wait(lock);
   }
-  if (!window || offset < start || offset + out.size() > start + window->size()) return false;
-  std::memcpy(out.data(), window->data() + (offset - start), out.size());
-  return true;
 }
 
 Result<size_t> PreloadBlobSource::ReadAt(uint64_t offset, std::span<uint8_t> out) {
