@@ -31,6 +31,7 @@ namespace {
 namespace zc = zstd_chunked;
 
 constexpr int kDefaultLevel = 3;  // containers/storage's default
+constexpr int kPrefetchLevel = 19;  // the prefetch set's chunks
 constexpr size_t kReadPiece = 1 << 20;
 constexpr size_t kScanPiece = 64 << 10;
 constexpr size_t kTarSplitPiece = 1 << 20;  // trailing padding segments, as tar-split
@@ -246,6 +247,12 @@ class FrameWriter {
   }
   bool open() const { return open_; }
   // Starts a frame; pledged < 0 when the size is not known in advance.
+  // The level of the frames begun from now on.
+  Status SetLevel(int level) {
+    size_t r = ZSTD_CCtx_setParameter(cctx_.get(), ZSTD_c_compressionLevel, level);
+    if (ZSTD_isError(r)) return Status::Internal(ZSTD_getErrorName(r));
+    return Status::Ok();
+  }
   Status Begin(int64_t pledged) {
     ZSTD_CCtx_reset(cctx_.get(), ZSTD_reset_session_only);
     if (pledged >= 0) {
@@ -635,11 +642,16 @@ Result<WrittenLayer> Writer::Run() {
     return Status::Ok();
   });
 
+  // The prefetch set is what a cold start waits for, fetched whole before the workload
+  // runs: its chunks get the highest level (nginx's startup files: 4.25 -> 3.59 MB, each
+  // chunk compressed alone; ~0.4 s of convert CPU per MB, once).
+  if (prefetch_entries > 0) RETURN_IF_ERROR(frames_->SetLevel(std::max(level_, kPrefetchLevel)));
   uint64_t prefetch_end = 0;
   for (size_t k = 0; k < order.size(); ++k) {
     RETURN_IF_ERROR(WriteEntry(entries_[order[k]]));
     if (prefetch_entries > 0 && k + 1 == prefetch_entries) {
       RETURN_IF_ERROR(frames_->End());
+      RETURN_IF_ERROR(frames_->SetLevel(level_));
       prefetch_end = out_.offset();
     }
   }

@@ -462,6 +462,34 @@ TEST_F(ZstdChunkedTest, PrefetchFilesComeFirstAndTheBoundaryIsRecorded) {
     pos += n;
   }
   EXPECT_EQ(pos, end);
+
+  // The prefetch set's chunks are compressed at the highest level (a cold start waits for
+  // them), the rest as before.
+  auto compressed = [](const Written& layer) {
+    const std::string& pos = layer.layer.annotations.at(std::string(zc::kManifestPositionKey));
+    uint64_t off, len, ulen, type;
+    EXPECT_EQ(std::sscanf(pos.c_str(), "%lu:%lu:%lu:%lu", &off, &len, &ulen, &type), 4);
+    std::string text(ulen, '\0');
+    EXPECT_EQ(ZSTD_decompress(text.data(), text.size(), layer.blob.data() + off, len), ulen);
+    std::map<std::string, uint64_t> bytes;  // name -> compressed bytes of its chunks
+    const Json toc = Json::parse(text);
+    for (const Json& e : toc["entries"]) {
+      const uint64_t begin = e.value("offset", uint64_t{0});
+      const uint64_t end = e.value("endOffset", uint64_t{0});
+      if (begin == 0 || end <= begin) continue;
+      bytes[e["name"].get<std::string>()] += end - begin;
+    }
+    return bytes;
+  };
+  const auto plain = compressed(Default());
+  const auto profiled = compressed(w);
+  EXPECT_LT(profiled.at("./data/multi"), plain.at("./data/multi"));
+  for (const auto& [name, size] : plain) {
+    const bool pre = name == "./data/sub/text.txt" || name == "./etc/hostname" || name == "./data/multi";
+    if (!pre) {
+      EXPECT_EQ(profiled.at(name), size) << name;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
